@@ -1,0 +1,30 @@
+"""Checkpoint cadence and retention."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trainer.config.base import Section
+
+
+class CheckpointConfig(Section):
+    every_steps: int = Field(1000, ge=1)
+    """Save every N optimizer steps (and always at the end)."""
+    keep_last: int = Field(3, ge=1)
+    """Complete checkpoints kept; older ones are deleted after a new one is complete."""
+
+
+class EvalConfig(Section):
+    every_steps: int = Field(5000, ge=1)
+    """Zero-shot retrieval every N steps (and always at the end) when data.eval is set."""
+    k_test: int = Field(256, ge=1)
+    """ITC candidates re-ranked by the ITM head per query."""
+    batch_size: int = Field(128, ge=1)
+
+
+class LogConfig(Section):
+    every_steps: int = Field(50, ge=1)
+    progress_bar: bool = True
+    """Show a progress bar on rank 0 when stdout is a terminal."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve per-rank Prometheus metrics on port + local rank; None disables it."""

@@ -1,0 +1,45 @@
+"""Where the MDS shards are and how samples become tensors."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trainer.config.base import Section
+
+
+class AugmentConfig(Section):
+    """The two-view pretraining transform of TCL (both views draw it independently)."""
+
+    scale_min: float = Field(0.2, gt=0, le=1)
+    color_jitter: float = Field(0.4, ge=0)
+    hue: float = Field(0.1, ge=0, le=0.5)
+    color_jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1)
+    blur_p: float = Field(0.5, ge=0, le=1)
+    randaugment_n: int = Field(2, ge=0)
+    randaugment_m: int = Field(7, ge=0, le=10)
+    randaugment_p: float = Field(0.5, ge=0, le=1)
+
+
+class DataConfig(Section):
+    """MDS shard locations (a local folder or s3://bucket/prefix) and loader settings."""
+
+    train: str = "data/train"
+    """MDS location of the training split (local path or s3://)."""
+    eval: str | None = None
+    """MDS location of the held-out retrieval split; None disables evaluation."""
+    cache_dir: str = "/tmp/tcl-mds-cache"
+    """Local cache for remote shards (one sub-folder per split)."""
+    batch_size: int = Field(64, ge=1)
+    """Per-rank micro-batch."""
+    num_workers: int = Field(8, ge=0)
+    prefetch_factor: int = Field(2, ge=1)
+    max_words: int = Field(30, ge=1)
+    """Caption cleaning keeps at most this many words."""
+    max_tokens: int = Field(25, ge=2)
+    """Tokenizer truncation for pretraining (30 for retrieval)."""
+    eval_max_tokens: int = Field(30, ge=2)
+    fixed_length: bool = False
+    """Pad every caption to max_tokens (static shapes) instead of to the longest in the batch."""
+    shuffle: bool = True
+    augment: AugmentConfig = AugmentConfig()

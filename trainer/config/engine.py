@@ -1,0 +1,23 @@
+"""DeepSpeed engine settings; the DeepSpeed JSON is generated from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trainer.config.base import Section
+
+
+class EngineConfig(Section):
+    zero_stage: Literal[0, 1, 2] = 2
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """Compute precision. bf16 keeps fp32 master weights in the optimizer (DeepSpeed bf16 mode)."""
+    reduce_bucket_size: int = Field(500_000_000, ge=1)
+    allgather_bucket_size: int = Field(500_000_000, ge=1)
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+    fused_kernels: bool = True
+    """Use the fused Triton kernels where a GPU and Triton are present; else the torch reference."""
+    compile: bool = False
+    """torch.compile the encoders."""
