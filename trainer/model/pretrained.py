@@ -1,0 +1,101 @@
+"""Initialising the encoders from pretrained weights: a timm model or checkpoint for the image side,
+a Hugging Face BERT (name or local directory) for the text side. Each returns a LoadReport."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+
+class WeightLoadError(ValueError):
+    """A pretrained checkpoint that does not fit the model; the message names the key."""
+
+
+@dataclass
+class LoadReport:
+    """Which keys of the target module were loaded, which stayed at their init, which were ignored."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.missing)} missing"
+                f" ({', '.join(self.missing[:6])}{'...' if len(self.missing) > 6 else ''}),"
+                f" {len(self.unexpected)} unexpected")
+
+
+def load_matching(module: nn.Module, state: dict[str, Tensor], source: str) -> LoadReport:
+    """Copy `state` into `module`'s parameters by name. A shape mismatch is an error naming the key."""
+    own = module.state_dict()
+    report = LoadReport(source=source, unexpected=sorted(set(state) - set(own)))
+    for name, target in own.items():
+        if name not in state:
+            report.missing.append(name)
+            continue
+        if state[name].shape != target.shape:
+            raise WeightLoadError(
+                f"{source}: shape mismatch for {name}: checkpoint {tuple(state[name].shape)}, model {tuple(target.shape)}"
+            )
+        report.loaded.append(name)
+    module.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
+    logger.info(report.summary())
+    return report
+
+
+def _read_checkpoint(path: Path) -> dict[str, Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise WeightLoadError(f"{path}: not a state dict (found {type(obj).__name__})")
+    return obj
+
+
+def load_vision_weights(encoder: nn.Module, init: str) -> LoadReport:
+    """A local checkpoint file, or a timm model name with pretrained weights (from its cache or hub).
+    The position embedding is resampled (bicubic) to the encoder's grid, e.g. DeiT-B/16 224 -> 256/384."""
+    path = Path(init)
+    if path.is_file():
+        state = _read_checkpoint(path)
+    else:
+        import timm
+
+        try:
+            state = timm.create_model(init, pretrained=True, num_classes=0).state_dict()
+        except Exception as err:  # timm raises several types for unknown names / missing weights
+            raise WeightLoadError(f"vision init {init!r}: not a file and not loadable from timm: {err}") from err
+    if "pos_embed" in state:
+        target = encoder.pos_embed
+        if state["pos_embed"].shape != target.shape:
+            prefix = getattr(encoder, "num_prefix_tokens", 1)
+            state = dict(state)
+            state["pos_embed"] = resample_abs_pos_embed(
+                state["pos_embed"], new_size=list(encoder.patch_embed.grid_size), num_prefix_tokens=prefix
+            )
+    return load_matching(encoder, state, source=f"vision:{init}")
+
+
+def load_text_weights(text_model: nn.Module, init: str) -> LoadReport:
+    """A Hugging Face BERT (hub name from the local cache, or a save_pretrained directory): layers
+    0..text_layers-1 become the text encoder and the rest the fusion encoder; cross-attention stays
+    fresh. The MLM decoder is tied to the word embeddings, so the checkpoint's decoder copies are dropped."""
+    from transformers import AutoConfig, BertForMaskedLM
+
+    try:
+        config = AutoConfig.from_pretrained(init)
+        hf = BertForMaskedLM.from_pretrained(init, config=config)
+    except (OSError, ValueError) as err:
+        raise WeightLoadError(f"text init {init!r}: cannot load a BERT from it: {err}") from err
+    tied = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+    state = {k: v for k, v in hf.state_dict().items() if k not in tied}
+    return load_matching(text_model, state, source=f"text:{init}")

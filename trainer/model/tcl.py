@@ -1,0 +1,147 @@
+"""The TCL model: encoders and heads, and the forward that computes every objective of TCL.md.
+
+The online model here is what DeepSpeed wraps (its bf16 mode casts every parameter it holds). The
+momentum encoders and the queues live outside it (trainer.model.momentum, trainer.model.feature_queue)
+and come in as arguments: the teacher's outputs of this step and the queues as they were before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainer import kernels
+from trainer.config import LossConfig, ModelConfig
+from trainer.losses import itm_loss, sample_hard_negatives, weighted_total
+from trainer.model.bert import TextFusionModel
+from trainer.model.vision import build_vision_encoder
+
+
+@dataclass
+class TeacherOutput:
+    """What the momentum encoders give one step (no gradient; features fp32 and L2-normalised)."""
+
+    image_feat: Tensor
+    """(B, D) momentum image features of view 2."""
+    text_feat: Tensor
+    """(B, D) momentum text features of the caption."""
+    image_locals: Tensor | None = None
+    """(B, G*G, D) patch features pooled to the local grid (not renormalised), for LMI."""
+    text_locals: Tensor | None = None
+    """(B, L-1, D) token features after CLS, for LMI."""
+    text_local_mask: Tensor | None = None
+    """(B, L-1) bool: which text locals are real tokens."""
+    mlm_logits: Tensor | None = None
+    """(capacity, V) teacher logits at the masked positions, for MLM distillation."""
+
+
+class DualEncoder(nn.Module):
+    """Image encoder + projection and text/fusion BERT + projection: the part that has a momentum copy."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.visual_encoder = build_vision_encoder(cfg.vision)
+        self.vision_proj = nn.Linear(cfg.vision.width, cfg.embed_dim)
+        self.text = TextFusionModel(cfg.text, image_width=cfg.vision.width)
+        self.text_proj = nn.Linear(cfg.text.hidden_size, cfg.embed_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vision_proj.weight.dtype
+
+    def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) -> all tokens (B, 1 + N, W) and the L2-normalised CLS feature (B, D) in fp32."""
+        tokens = self.visual_encoder.forward_features(image.to(self.dtype))
+        return tokens, F.normalize(self.vision_proj(tokens[:, 0]).float(), dim=-1)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L) -> hidden states (B, L, H) and the L2-normalised CLS feature (B, D) in fp32."""
+        hidden = self.text.encode_text(input_ids, attention_mask)
+        return hidden, F.normalize(self.text_proj(hidden[:, 0]).float(), dim=-1)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.visual_encoder.set_grad_checkpointing(enabled)
+        self.text.grad_checkpointing = enabled
+
+
+class TCL(DualEncoder):
+    """The online model: encoders, ITM head and the learnable temperature; forward returns the losses."""
+
+    def __init__(self, cfg: ModelConfig, loss: LossConfig) -> None:
+        super().__init__(cfg)
+        self.loss_cfg = loss
+        self.itm_head = nn.Linear(cfg.text.hidden_size, 2)
+        # One element, not 0-d: a 0-d parameter crashes DeepSpeed ZeRO on 2+ ranks.
+        self.temp = nn.Parameter(torch.full((1,), cfg.temp_init))
+
+    def clamped_temp(self) -> Tensor:
+        """The temperature as every term uses it: clamped in the forward, since an in-place clamp of the
+        parameter does not survive ZeRO's fp32 master copy."""
+        return self.temp.clamp(self.cfg.temp_min, self.cfg.temp_max)
+
+    def forward(
+        self,
+        image: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        teacher: TeacherOutput,
+        image_queue: Tensor,
+        text_queue: Tensor,
+        alpha: float,
+        mlm_input_ids: Tensor | None = None,
+        mlm_positions: Tensor | None = None,
+        mlm_labels: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """One training forward on view 1 of the images. Returns {'loss': weighted total, term: value}
+        with the terms detached (for logging); terms of weight 0 are not computed."""
+        w = self.loss_cfg
+        temp = self.clamped_temp()
+        image_tokens, img = self.encode_image(image)
+        text_hidden, txt = self.encode_text(input_ids, attention_mask)
+
+        terms = kernels.queue_contrastive_losses(
+            img, txt, teacher.image_feat, teacher.text_feat, image_queue, text_queue, temp, alpha,
+            cma=bool(w.cma_i2t or w.cma_t2i), imc=bool(w.imc_i2i or w.imc_t2t),
+        )
+        if w.lmi_image:
+            terms["lmi_image"] = kernels.local_mutual_information(img, teacher.image_locals, None, temp)
+        if w.lmi_text:
+            terms["lmi_text"] = kernels.local_mutual_information(txt, teacher.text_locals, teacher.text_local_mask, temp)
+
+        # All fusion passes (ITM positives, ITM negatives, MLM) in one call over shared image keys/values.
+        b = image.shape[0]
+        hidden, masks, image_index = [], [], []
+        rows = torch.arange(b, device=image.device)
+        if w.itm:
+            with torch.no_grad():
+                neg_text, neg_image = sample_hard_negatives(
+                    img @ teacher.text_feat.t() / temp.detach(), txt @ teacher.image_feat.t() / temp.detach()
+                )
+            hidden += [text_hidden, text_hidden, text_hidden.index_select(0, neg_text)]
+            masks += [attention_mask, attention_mask, attention_mask.index_select(0, neg_text)]
+            image_index += [rows, neg_image, rows]
+        if w.mlm:
+            if mlm_input_ids is None or mlm_positions is None or mlm_labels is None:
+                raise ValueError("MLM has a non-zero weight but no masked inputs were given")
+            hidden.append(self.text.encode_text(mlm_input_ids, attention_mask))
+            masks.append(attention_mask)
+            image_index.append(rows)
+        if hidden:
+            fused = self.text.fuse(
+                torch.cat(hidden), torch.cat(masks), self.text.image_kv(image_tokens), torch.cat(image_index)
+            )
+            if w.itm:
+                labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)]).to(image.device)
+                terms["itm"] = itm_loss(self.itm_head(fused[: 3 * b, 0]), labels)
+            if w.mlm:
+                mlm_fused = fused[-b:].reshape(-1, fused.shape[-1]).index_select(0, mlm_positions)
+                terms["mlm"] = kernels.mlm_head_loss(
+                    self.text.mlm_hidden(mlm_fused), self.text.decoder_weight, self.text.cls.predictions.bias,
+                    teacher.mlm_logits, mlm_labels, alpha,
+                )
+        loss = weighted_total(terms, w.weights())
+        return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
