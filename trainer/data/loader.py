@@ -1,0 +1,145 @@
+"""The trainer's data loaders: an MDS split (local folder or s3://) -> batches of CPU tensors.
+
+Workers decode, crop, flip and tokenize; `DeviceAugment` finishes the views on the device. The
+loader needs no model, so it can be driven (and timed) on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from streaming import StreamingDataLoader, StreamingDataset
+from streaming.base import distributed as streaming_dist
+from streaming.base.util import clean_stale_shared_memory
+from torch import Tensor
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from trainer.config import RunConfig
+from trainer.data.dataset import EvalImages, PretrainDataset, RetrievalData, check_columns, flatten_captions
+from trainer.data.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_streaming_env() -> None:
+    """Call once per process at start-up, after torch.distributed is initialised, before any loader.
+
+    The deepspeed launcher sets LOCAL_SIZE, not the LOCAL_WORLD_SIZE streaming reads (without it
+    every rank acts as its node's leader and they race on shared memory). Shared memory left by a
+    crashed run is removed on local rank 0 while the other ranks wait (a barrier, when distributed).
+    Tokenizer threads are turned off: the loader forks workers, and batches are small.
+    """
+    if "LOCAL_WORLD_SIZE" not in os.environ and "LOCAL_SIZE" in os.environ:
+        os.environ["LOCAL_WORLD_SIZE"] = os.environ["LOCAL_SIZE"]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    clean_stale_shared_memory()
+
+
+def split_location(location: str, cache_dir: str, split: str) -> tuple[str, str | None]:
+    """(local, remote) for streaming: a local folder is read in place; a remote one is cached in
+    cache_dir/<split>-<hash of the remote>, so two remotes never share a cache."""
+    if "://" in location:
+        digest = hashlib.sha256(location.encode()).hexdigest()[:16]
+        return str(Path(cache_dir) / f"{split}-{digest}"), location
+    if not (Path(location) / "index.json").is_file():
+        raise ValueError(f"data.{split} = {location!r}: no MDS index.json there")
+    return location, None
+
+
+def check_world(rank: int, world_size: int) -> None:
+    """streaming partitions by RANK / WORLD_SIZE / LOCAL_WORLD_SIZE from the environment: they must
+    describe the same process as the caller's rank and world size."""
+    seen = (streaming_dist.get_rank(), streaming_dist.get_world_size())
+    if seen != (rank, world_size):
+        raise ValueError(
+            f"loader built for rank {rank} of {world_size}, but the environment says RANK={seen[0]}"
+            f" WORLD_SIZE={seen[1]} (launch with deepspeed or torchrun, or set both variables)"
+        )
+    if world_size > 1 and "LOCAL_WORLD_SIZE" not in os.environ:
+        raise ValueError("LOCAL_WORLD_SIZE is not set: call prepare_streaming_env() at start-up")
+
+
+def tokenize(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int, *, fixed_length: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(input_ids, attention_mask), int64 (N, L): truncated at max_tokens, padded to the longest text
+    or, with fixed_length, to max_tokens."""
+    encoded = tokenizer(
+        texts, padding="max_length" if fixed_length else "longest", truncation=True, max_length=max_tokens,
+        return_tensors="pt",
+    )
+    return encoded["input_ids"].long(), encoded["attention_mask"].long()
+
+
+class Collate:
+    """Samples -> one training batch; runs in the loader workers (the fast tokenizer is picklable)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_tokens: int, fixed_length: bool) -> None:
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.fixed_length = fixed_length
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Tensor]:
+        input_ids, attention_mask = tokenize(
+            [s["caption"] for s in samples], self.tokenizer, self.max_tokens, fixed_length=self.fixed_length
+        )
+        return {
+            "image_u8": torch.stack([s["image_u8"] for s in samples], dim=1),  # (2, B, 3, S, S)
+            "aug_params": torch.stack([s["aug_params"] for s in samples], dim=1),  # (2, B, P)
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+        }
+
+
+class TrainLoader(StreamingDataLoader):
+    """StreamingDataLoader counting samples by `index`: its default reads the first key's first axis,
+    which for `image_u8` is the view axis, and would checkpoint the wrong position."""
+
+    def _get_batch_size(self, batch: dict[str, Tensor]) -> int:
+        return len(batch["index"])
+
+
+def build_train_loader(
+    cfg: RunConfig, *, rank: int, world_size: int, tokenizer: PreTrainedTokenizerBase | None = None
+) -> StreamingDataLoader:
+    """This rank's loader over cfg.data.train: per-rank batches of cfg.data.batch_size, shuffled with
+    cfg.seed, last partial batch dropped; state_dict()/load_state_dict() resume mid-epoch."""
+    check_world(rank, world_size)
+    data = cfg.data
+    local, remote = split_location(data.train, data.cache_dir, "train")
+    dataset = PretrainDataset(
+        local=local, remote=remote, aug=data.augment, img_size=cfg.model.vision.img_size, max_words=data.max_words,
+        seed=cfg.seed, batch_size=data.batch_size, shuffle=data.shuffle,
+    )
+    collate = Collate(tokenizer or load_tokenizer(cfg.model.text.tokenizer), data.max_tokens, data.fixed_length)
+    logger.info("train data %s: %d samples, %d per rank per epoch", data.train, dataset.num_samples, len(dataset))
+    return TrainLoader(
+        dataset, batch_size=data.batch_size, num_workers=data.num_workers, collate_fn=collate, drop_last=True,
+        pin_memory=torch.cuda.is_available(), prefetch_factor=data.prefetch_factor if data.num_workers else None,
+    )
+
+
+def build_eval_data(cfg: RunConfig) -> RetrievalData:
+    """The retrieval split cfg.data.eval: every image in row order and every caption, on every rank.
+
+    Call it on all ranks or none: streaming registers each dataset with a barrier when distributed.
+    """
+    if cfg.data.eval is None:
+        raise ValueError("data.eval is not set: there is no retrieval split to evaluate on")
+    local, remote = split_location(cfg.data.eval, cfg.data.cache_dir, "eval")
+    rows = StreamingDataset(local=local, remote=remote, shuffle=False, batch_size=cfg.eval.batch_size)
+    check_columns(rows, cfg.data.eval)
+    texts, img2txt, txt2img = flatten_captions(rows, cfg.data.max_words)
+    images = DataLoader(
+        EvalImages(rows, cfg.model.vision.img_size, cfg.data.eval), batch_size=cfg.eval.batch_size, shuffle=False,
+        num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
+    )
+    logger.info("eval data %s: %d images, %d texts", cfg.data.eval, len(img2txt), len(texts))
+    return RetrievalData(images=images, texts=texts, img2txt=img2txt, txt2img=txt2img)
