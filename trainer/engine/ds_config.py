@@ -1,0 +1,29 @@
+"""The DeepSpeed config, generated from the RunConfig: there is no second hand-edited JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.config import RunConfig
+
+
+def build_ds_config(cfg: RunConfig) -> dict[str, Any]:
+    """Micro-batch, clipping, ZeRO stage and buckets, precision. The optimizer and the LR schedule are
+    passed to deepspeed.initialize as objects (torch AdamW, fused on GPU), so none appear here."""
+    e = cfg.engine
+    return {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {
+            "stage": e.zero_stage,
+            "reduce_bucket_size": e.reduce_bucket_size,
+            "allgather_bucket_size": e.allgather_bucket_size,
+            "overlap_comm": e.overlap_comm,
+            "contiguous_gradients": e.contiguous_gradients,
+        },
+        "bf16": {"enabled": e.precision == "bf16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }

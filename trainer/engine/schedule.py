@@ -1,0 +1,24 @@
+"""Learning-rate and distillation-weight schedules, as pure functions of the step."""
+
+from __future__ import annotations
+
+import math
+
+from trainer.config import LossConfig, OptimConfig
+
+
+def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Linear warm-up from warmup_lr to lr over warmup_steps, then cosine from lr to min_lr at total_steps.
+    (The official code steps its cosine once per epoch; we step it every optimizer step.)"""
+    if step < cfg.warmup_steps:
+        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / cfg.warmup_steps
+    span = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def distill_alpha(step: int, steps_per_epoch: int, cfg: LossConfig) -> float:
+    """alpha ramped linearly from 0 over the first alpha_warmup_epochs epochs."""
+    if cfg.alpha_warmup_epochs == 0:
+        return cfg.alpha
+    return cfg.alpha * min(1.0, step / (cfg.alpha_warmup_epochs * steps_per_epoch))

@@ -1,0 +1,194 @@
+"""The training loop: wires data, model, engine, checkpoints, evaluation and metrics together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from trainer.checkpoint import Checkpointer
+from trainer.config import RunConfig, dump
+from trainer.control_plane import ControlPlane
+from trainer.data.device_augment import DeviceAugment
+from trainer.data.loader import build_eval_data, build_train_loader, tokenize
+from trainer.data.tokenizer import load_tokenizer
+from trainer.distributed import DistInfo, any_rank, barrier
+from trainer.engine import build_engine, distill_alpha
+from trainer import kernels
+from trainer.eval.retrieval import evaluate_retrieval
+from trainer.metrics import MetricsLog, PrometheusExporter, format_eval_line, format_train_line
+from trainer.model import build_model, count_parameters
+from trainer.plots import plot_run
+from trainer.step import SpecialTokens, TrainStep
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Owns one run. `train()` runs to cfg's end (or to a stop request), checkpointing and evaluating on
+    its cadence; `--resume` restores every piece of state from the newest complete checkpoint."""
+
+    def __init__(self, cfg: RunConfig, dist: DistInfo, *, resume: str | None = None) -> None:
+        self.cfg, self.dist = cfg, dist
+        self.out = Path(cfg.output_dir)
+        self.device = dist.device
+        kernels.set_fused(cfg.engine.fused_kernels)
+        torch.manual_seed(cfg.seed)  # identical init on every rank (DeepSpeed also broadcasts parameters)
+
+        self.tokenizer = load_tokenizer(cfg.model.text.tokenizer)
+        if len(self.tokenizer) > cfg.model.text.vocab_size:
+            raise ValueError(
+                f"tokenizer {cfg.model.text.tokenizer!r} has {len(self.tokenizer)} tokens but"
+                f" model.text.vocab_size is {cfg.model.text.vocab_size}"
+            )
+        self.loader = build_train_loader(cfg, rank=dist.rank, world_size=dist.world_size)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"data.train {cfg.data.train!r} gives no full batch of {cfg.data.batch_size} per rank")
+        self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
+
+        model, teacher, queues = build_model(cfg)
+        logger.info("model: %.1fM trainable parameters", count_parameters(model) / 1e6)
+        self.engine = build_engine(model, cfg, total_steps=self.total_steps, device=self.device)
+        self.teacher = teacher.to(self.device)
+        self.queues = queues.to(self.device)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.engine.precision == "bf16")
+        self.train_step = TrainStep(
+            cfg, self.engine, self.teacher, self.queues, DeviceAugment(cfg.data.augment).to(self.device),
+            SpecialTokens.of(self.tokenizer), self.device, dist.rank,
+        )
+        self.eval_data = build_eval_data(cfg) if cfg.data.eval else None
+        self.checkpointer = Checkpointer(self.out / "checkpoints", cfg.checkpoint.keep_last, dist)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main)
+        self.exporter = PrometheusExporter(cfg.log.metrics_port, dist.local_rank, dist.rank)
+        self.control_plane = ControlPlane.from_env() if dist.is_main else None
+        self.step = 0
+        self.epoch = 0
+        self.last_eval: dict[str, float] = {}
+        self._stop_requested = False
+        signal.signal(signal.SIGTERM, self._request_stop)
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(dump(cfg))
+        if resume:
+            self._resume(resume)
+
+    # --- state -----------------------------------------------------------------------------------
+    def client_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs beyond DeepSpeed's own state."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loader": self.loader.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "queues": self.queues.state_dict(),
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def _resume(self, resume: str) -> None:
+        tag = self.checkpointer.latest() if resume == "auto" else Path(resume).name
+        if tag is None:
+            logger.info("no complete checkpoint under %s: starting fresh", self.checkpointer.root)
+            return
+        state = self.checkpointer.load(self.engine, tag)
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.teacher.load_state_dict(state["teacher"])
+        self.queues.load_state_dict(state["queues"])
+        self.loader.load_state_dict(state["loader"])
+        logger.info("resumed at step %d (epoch %d)", self.step, self.epoch)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        logger.warning("signal %d: checkpointing at the next log step, then stopping", signum)
+        self._stop_requested = True
+
+    # --- loop ------------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        """Train to the configured end; returns the last retrieval result (empty without an eval split).
+        Raises SystemExit(143) after checkpointing when a stop was requested (SIGTERM)."""
+        self.engine.train()
+        show = self.dist.is_main and self.cfg.log.progress_bar and sys.stderr.isatty()
+        with tqdm(total=self.total_steps, initial=self.step, disable=not show, unit="step") as bar:
+            while self.step < self.total_steps:
+                self._run_epoch(bar)
+        return self.last_eval
+
+    def _run_epoch(self, bar: tqdm) -> None:
+        """Steps over the rest of the current epoch (all of it unless resumed mid-epoch)."""
+        cfg = self.cfg
+        window_start = ready = time.perf_counter()
+        data_wait, window_steps = 0.0, 0
+        for batch in self.loader:
+            data_wait += time.perf_counter() - ready
+            alpha = distill_alpha(self.step, self.steps_per_epoch, cfg.loss)
+            out = self.train_step(batch, self.step, alpha)
+            self.step += 1
+            window_steps += 1
+            bar.update(1)
+            final = self.step == self.total_steps
+            if self.step % cfg.log.every_steps == 0 or final:
+                self._log(out, alpha, window_steps, time.perf_counter() - window_start, data_wait)
+                window_start, data_wait, window_steps = time.perf_counter(), 0.0, 0
+                if any_rank(self._stop_requested, self.device):
+                    self._checkpoint()
+                    raise SystemExit(143)
+            checkpoint = self.step % cfg.checkpoint.every_steps == 0 or final
+            evaluate = self.eval_data is not None and (self.step % cfg.eval.every_steps == 0 or final)
+            if checkpoint:
+                self._checkpoint()
+            if evaluate:
+                self._evaluate()
+            if checkpoint or evaluate:  # keep their time out of the throughput window
+                window_start, data_wait, window_steps = time.perf_counter(), 0.0, 0
+            if final:
+                return
+            ready = time.perf_counter()
+        self.epoch += 1
+
+    def _log(self, out: dict[str, torch.Tensor], alpha: float, steps: int, elapsed: float, data_wait: float) -> None:
+        losses = {k: float(v) for k, v in out.items()}
+        record = {
+            "kind": "train", "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+            "losses": losses, "lr": self.engine.get_lr()[0], "temp": float(self.engine.module.clamped_temp()),
+            "alpha": alpha, "samples_per_sec": steps * self.cfg.data.batch_size * self.dist.world_size / elapsed,
+            "data_wait_frac": data_wait / elapsed, "step_time": elapsed / steps, "time": time.time(),
+        }
+        gpu_memory = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        self.exporter.update(record, gpu_memory)
+        if self.dist.is_main:
+            logger.info(format_train_line(record))
+            self.metrics.write(record)
+        if self.control_plane is not None:
+            self.control_plane.heartbeat(
+                step=self.step, total_steps=self.total_steps, epoch=self.epoch,
+                samples_per_sec=record["samples_per_sec"],
+                metrics={**losses, **{f"eval/{k}": v for k, v in self.last_eval.items()}},
+            )
+
+    def _checkpoint(self) -> None:
+        path = self.checkpointer.save(self.engine, self.step, self.client_state())
+        if self.control_plane is not None:
+            self.control_plane.register_checkpoint(path, self.step, {f"eval/{k}": v for k, v in self.last_eval.items()})
+
+    def _evaluate(self) -> None:
+        data = self.eval_data
+        ids, mask = tokenize(data.texts, self.tokenizer, self.cfg.data.eval_max_tokens)
+        self.last_eval = evaluate_retrieval(
+            self.engine.module, data.images, ids, mask, data.img2txt, data.txt2img,
+            k_test=self.cfg.eval.k_test, batch_size=self.cfg.eval.batch_size, device=self.device,
+            autocast=self.autocast,
+        )
+        if self.dist.is_main:
+            logger.info(format_eval_line(self.step, self.last_eval))
+            self.metrics.write({"kind": "eval", "step": self.step, "recall": self.last_eval, "time": time.time()})
+            plot_run(self.metrics.path, self.out / "metrics.png", title=self.cfg.name)
+        barrier()
+
+    def close(self) -> None:
+        if self.dist.is_main and self.metrics.path.is_file():
+            plot_run(self.metrics.path, self.out / "metrics.png", title=self.cfg.name)

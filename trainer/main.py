@@ -1,0 +1,70 @@
+"""Train TCL: `deepspeed trainer/main.py --config configs/tiny.yaml [key=value ...] [--resume auto]`.
+
+Parses the config (failing before anything heavy starts), initialises the process group, runs the
+Trainer. Everything else lives in the `trainer` package.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# `python trainer/main.py` puts trainer/ first on sys.path, where its sub-packages (data, model, eval...)
+# would shadow top-level modules for the whole process: import the installed package instead.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+from trainer.config import ConfigError, RunConfig, load  # noqa: E402
+
+logger = logging.getLogger("trainer")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="a YAML file or a shipped preset name (tiny, pretrain_4m)")
+    parser.add_argument("--resume", default=None, help="'auto' (newest complete checkpoint, if any) or a checkpoint path")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.lr=3e-4")
+    return parser.parse_args(argv)
+
+
+def check_locations(cfg: RunConfig) -> None:
+    """Local shard folders must exist with an MDS index before any process group starts."""
+    for key, location in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+        if location and "://" not in location and not os.path.isfile(os.path.join(location, "index.json")):
+            raise ConfigError(f"{key}: no MDS dataset at {location!r} (missing {os.path.join(location, 'index.json')})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(
+        level=logging.INFO if rank == "0" else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        cfg = load(args.config, args.overrides)
+        check_locations(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from trainer.distributed import init_distributed
+    from trainer.loop import Trainer
+
+    dist = init_distributed(args.local_rank)
+    trainer = Trainer(cfg, dist, resume=args.resume)
+    try:
+        result = trainer.train()
+    finally:
+        trainer.close()
+    if result:
+        logger.info("final retrieval: %s", " ".join(f"{k}={v:.2f}" for k, v in result.items() if not k.startswith("itc_")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
