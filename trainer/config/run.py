@@ -5,6 +5,7 @@ The CLI, the API and dataprep all import this module; it must stay free of torch
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,21 @@ from trainer.config.engine import EngineConfig
 from trainer.config.loss import LossConfig
 from trainer.config.model import ModelConfig
 from trainer.config.optim import OptimConfig
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 3e-4 as a float (YAML 1.2), not as the string PyYAML's 1.1 rules give."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class ConfigError(ValueError):
@@ -77,7 +93,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = _yaml(raw) if raw else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override {key}: cannot parse value {raw!r}: {err}") from None
         node = tree
@@ -120,7 +136,7 @@ def load(config: str | None = None, overrides: list[str] | None = None) -> RunCo
     if config is not None:
         path = resolve_config_path(config)
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = _yaml(path.read_text()) or {}
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"config {config!r} cannot be read: {err}") from None
         except yaml.YAMLError as err:
