@@ -1,0 +1,89 @@
+"""FastAPI dependencies: settings, the services built at start-up, and the two kinds of callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.launchers.base import Launcher
+from api.security import hash_token, tokens_equal
+from api.settings import Settings, get_settings
+from api.store import NotFound, Store
+from api.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the app's lifespan builds: the store, the enabled launchers and the supervisor."""
+
+    store: Store
+    launchers: dict[str, Launcher]
+    supervisor: Supervisor
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_store(services: Annotated[Services, Depends(get_services)]) -> Store:
+    return services.store
+
+
+RunId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A run id (32 hex digits).")]
+CheckpointId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A checkpoint id (32 hex digits).")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+StoreDep = Annotated[Store, Depends(get_store)]
+
+# auto_error=False: a missing token must be a 401 with WWW-Authenticate, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="The operators' token (TCL_API_TOKEN) or, for a run's"
+                                                   " own reports, its run token (TCL_RUN_TOKEN).")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _unauthorized(credentials: HTTPAuthorizationCredentials | None) -> HTTPException:
+    if credentials is None:
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
+                             headers={"WWW-Authenticate": 'Bearer realm="tcl"'})
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token",
+                         headers={"WWW-Authenticate": 'Bearer realm="tcl", error="invalid_token"'})
+
+
+def _is_operator(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> bool:
+    return credentials is not None and tokens_equal(credentials.credentials, settings.token.get_secret_value())
+
+
+def require_operator(credentials: Credentials, settings: SettingsDep) -> None:
+    if not _is_operator(credentials, settings):
+        raise _unauthorized(credentials)
+
+
+def require_metrics_access(credentials: Credentials, settings: SettingsDep) -> None:
+    if settings.metrics_auth:
+        require_operator(credentials, settings)
+
+
+def require_run_token(run_id: str, credentials: Credentials, store: StoreDep) -> None:
+    """The caller holds the current attempt's token of this run. (`run_id` is taken unvalidated here so
+    that a caller without a token learns nothing but 401.)"""
+    try:
+        expected = store.get_run(run_id).token_hash
+    except NotFound:
+        expected = None  # same answer as a wrong token: a run id alone reveals nothing
+    if credentials is None or expected is None or not tokens_equal(hash_token(credentials.credentials), expected):
+        raise _unauthorized(credentials)
+
+
+def require_run_or_operator(run_id: str, credentials: Credentials, store: StoreDep, settings: SettingsDep) -> None:
+    if not _is_operator(credentials, settings):
+        require_run_token(run_id, credentials, store)
+
+
+Operator = Depends(require_operator)
+RunCaller = Depends(require_run_token)
+RunOrOperator = Depends(require_run_or_operator)
+MetricsReader = Depends(require_metrics_access)

@@ -1,0 +1,221 @@
+"""The Kubernetes launcher: each attempt is a job rendered by api.k8s (the templates deploy/ uses too).
+
+An attempt is a Secret holding its run token, then the rendered manifests (the config's ConfigMap, a
+headless Service for the indexed Job, the job itself: PyTorchJob, TrainJob or batch Job), named
+`tcl-<run id>-<attempt>`. Its status comes from the job's conditions; a cancel deletes the job (the
+pods get their termination grace), a forced one also deletes its pods at once. Finished jobs are left
+for their logs; the attempt's token Secret is deleted when the attempt ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from api.k8s import TrainingJobSpec, render_training_job
+from api.launchers.base import LaunchError, Launcher, LaunchRequest, ResourceError, Status
+from api.schemas import Resources
+from api.settings import Settings
+from trainer.config import RunConfig, dump
+from trainer.control_plane import ENV_TOKEN
+
+log = logging.getLogger(__name__)
+
+CUSTOM_PLURALS = {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs"}
+SUCCESS_CONDITIONS = {"Complete", "Succeeded"}
+"""Condition types meaning success: batch Job and TrainJob say Complete, PyTorchJob says Succeeded."""
+RUN_LABEL = "tcl/run-id"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What a handle names: the attempt's job and its token Secret."""
+
+    namespace: str
+    name: str
+    api_version: str
+    kind: str
+    secret: str
+
+    def dumps(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def loads(cls, handle: str) -> JobRef:
+        return cls(**json.loads(handle))
+
+
+def job_name(run_id: str, attempt: int) -> str:
+    return f"tcl-{run_id}-{attempt}"
+
+
+class KubernetesLauncher(Launcher):
+    name = "kubernetes"
+
+    def __init__(self, api_client: client.ApiClient, *, namespace: str, image: str, flavor: str, api_url: str,
+                 output_root: str, s3_secret: str | None = None) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.image = image
+        self.flavor = flavor
+        self.api_url = api_url
+        self.output_root = output_root.rstrip("/")
+        self.s3_secret = s3_secret
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesLauncher:
+        """A kubeconfig file when one is set, else the pod's service account."""
+        if settings.kube_config is not None:
+            api_client = config.new_client_from_config(config_file=str(settings.kube_config))
+        else:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            api_client = client.ApiClient(configuration)
+        return cls(api_client, namespace=settings.kube_namespace, image=settings.kube_image,
+                   flavor=settings.kube_flavor, api_url=settings.pod_trainer_url,
+                   output_root=settings.kube_output_root, s3_secret=settings.kube_s3_secret)
+
+    def placement(self, run_id: str) -> dict[str, Any]:
+        return {"output_dir": f"{self.output_root}/{run_id}"}
+
+    def spec(self, run_id: str, attempt: int, config_yaml: str, resources: Resources) -> TrainingJobSpec:
+        name = job_name(run_id, attempt)
+        return TrainingJobSpec(
+            name=name, namespace=self.namespace, image=self.image, flavor=self.flavor,  # type: ignore[arg-type]
+            nodes=resources.nodes, procs_per_node=resources.procs_per_node, gpus_per_proc=resources.gpus_per_proc,
+            cpu_only=resources.gpus_per_proc == 0, config_yaml=config_yaml, run_id=run_id, api_url=self.api_url,
+            api_token_secret=f"{name}-token", s3_secret=self.s3_secret,
+        )
+
+    def check(self, run_id: str, config: RunConfig, resources: Resources) -> None:
+        try:
+            render_training_job(self.spec(run_id, 1, dump(config), resources))
+        except (ValidationError, ValueError) as err:
+            raise ResourceError(f"the kubernetes launcher cannot render this run: {err}") from None
+
+    def launch(self, request: LaunchRequest) -> str:
+        spec = self.spec(request.run_id, request.attempt, request.config_yaml, request.resources)
+        manifests = render_training_job(spec)
+        job = manifests[-1]
+        ref = JobRef(namespace=spec.namespace, name=spec.name, api_version=job["apiVersion"], kind=job["kind"],
+                     secret=spec.api_token_secret or "")
+        secret = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": ref.secret, "namespace": ref.namespace, "labels": {RUN_LABEL: request.run_id}},
+            "stringData": {ENV_TOKEN: request.env[ENV_TOKEN]},
+        }
+        try:
+            for manifest in [secret, *manifests]:
+                self._create(manifest)
+        except ApiException as err:
+            raise LaunchError(f"Kubernetes refused {manifest['kind']} {manifest['metadata']['name']}:"
+                              f" {err.status} {err.reason}: {_message(err)}") from None
+        log.info("run %s attempt %d submitted as %s %s/%s", request.run_id, request.attempt, ref.kind,
+                 ref.namespace, ref.name)
+        return ref.dumps()
+
+    def _create(self, manifest: dict[str, Any]) -> None:
+        namespace, kind = manifest["metadata"]["namespace"], manifest["kind"]
+        if kind == "Secret":
+            self.core.create_namespaced_secret(namespace, manifest)
+        elif kind == "ConfigMap":
+            self.core.create_namespaced_config_map(namespace, manifest)
+        elif kind == "Service":
+            self.core.create_namespaced_service(namespace, manifest)
+        elif kind == "Job":
+            self.batch.create_namespaced_job(namespace, manifest)
+        else:
+            group, version = manifest["apiVersion"].split("/")
+            self.custom.create_namespaced_custom_object(group, version, namespace, CUSTOM_PLURALS[kind], manifest)
+
+    def _read_job(self, ref: JobRef) -> dict[str, Any] | None:
+        try:
+            if ref.kind == "Job":
+                response = self.batch.read_namespaced_job_status(ref.name, ref.namespace, _preload_content=False)
+                return json.loads(response.data)
+            group, version = ref.api_version.split("/")
+            return self.custom.get_namespaced_custom_object_status(  # type: ignore[no-any-return]
+                group, version, ref.namespace, CUSTOM_PLURALS[ref.kind], ref.name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def status(self, run_id: str, handle: str) -> Status:
+        ref = JobRef.loads(handle)
+        job = self._read_job(ref)
+        if job is None:
+            return Status(running=False, detail=f"{ref.kind} {ref.name} no longer exists")
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("status") != "True":
+                continue
+            if condition.get("type") in SUCCESS_CONDITIONS:
+                return Status(running=False, exit_code=0)
+            if condition.get("type") == "Failed":
+                why = ": ".join(p for p in (condition.get("reason"), condition.get("message")) if p)
+                return Status(running=False, exit_code=1, detail=f"{ref.kind} {ref.name} failed" + (f" ({why})" if why else ""))
+        return Status(running=True)
+
+    def stop(self, run_id: str, handle: str, *, force: bool) -> None:
+        ref = JobRef.loads(handle)
+        # Foreground: the job object stays until its pods are gone, so the run is CANCELLED only then.
+        options = {"propagation_policy": "Background" if force else "Foreground",
+                   "grace_period_seconds": 0 if force else None}
+        try:
+            if ref.kind == "Job":
+                self.batch.delete_namespaced_job(ref.name, ref.namespace, **options)
+            else:
+                group, version = ref.api_version.split("/")
+                self.custom.delete_namespaced_custom_object(group, version, ref.namespace, CUSTOM_PLURALS[ref.kind],
+                                                            ref.name, **options)
+            if force:
+                self.core.delete_collection_namespaced_pod(ref.namespace, label_selector=f"{INSTANCE_LABEL}={ref.name}",
+                                                           grace_period_seconds=0)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        log.info("run %s: %s %s deleted%s", run_id, ref.kind, ref.name, " (pods killed)" if force else "")
+
+    def release(self, run_id: str, handle: str) -> None:
+        ref = JobRef.loads(handle)
+        try:
+            self.core.delete_namespaced_secret(ref.secret, ref.namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def read_log(self, run_id: str, handle: str | None, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
+        """The log of the attempt's first pod (node rank 0 sorts first by name)."""
+        if handle is None:
+            return b"", max(offset, 0)
+        ref = JobRef.loads(handle)
+        pods = self.core.list_namespaced_pod(ref.namespace, label_selector=f"{INSTANCE_LABEL}={ref.name}").items
+        if not pods:
+            return b"", max(offset, 0)
+        first = min(pods, key=lambda pod: pod.metadata.name)
+        try:
+            text = self.core.read_namespaced_pod_log(first.metadata.name, ref.namespace, _preload_content=False).data
+        except ApiException as err:
+            if err.status in (400, 404):  # container not started yet, or pod gone
+                return b"", max(offset, 0)
+            raise
+        start = max(0, len(text) + offset) if offset < 0 else min(offset, len(text))
+        data = text[start:start + limit]
+        return data, start + len(data)
+
+
+def _message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body).get("message", ""))
+    except (TypeError, ValueError):
+        return str(err.body or "")

@@ -1,0 +1,105 @@
+"""Settings of the control plane, read from the environment (prefix TCL_API_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LauncherName = Literal["local", "kubernetes"]
+
+
+class Settings(BaseSettings):
+    """Everything the service needs; paths are made absolute when loaded."""
+
+    model_config = SettingsConfigDict(env_prefix="TCL_API_", extra="ignore", frozen=True)
+
+    token: SecretStr = Field(min_length=16)
+    """The operators' bearer token. Required: the service does not start without one."""
+    database_url: str = "sqlite:///tcl-api.db"
+    """SQLAlchemy URL: a SQLite file by default, `postgresql+psycopg://...` in production."""
+    auto_migrate: bool = True
+    """Upgrade the database schema to the latest migration at start-up."""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = None
+    """Where local trainers reach the API (TCL_API_URL); default http://<host>:<port>."""
+    metrics_auth: bool = True
+    """Require the bearer token on /metrics too (Prometheus sends it with `authorization`)."""
+    metrics_finished_ttl_seconds: float = Field(3600.0, ge=0)
+    """Finished runs stay in /metrics this long, so that their last values get scraped."""
+    max_request_bytes: int = Field(1 << 20, ge=1024)
+    """Bodies larger than this are refused with 413."""
+    log_level: str = "INFO"
+
+    runs_root: Path = Path("runs")
+    """Each run gets `<runs_root>/<run id>/`: its config, log and the trainer's output_dir."""
+    data_roots: list[Path] = [Path("data")]
+    """Local data paths of a run (data.train, data.eval, model init paths) must lie under one of these."""
+    config_roots: list[Path] = [Path("configs")]
+    """Config files named by a request must lie under one of these (shipped presets are always allowed)."""
+    workdir: Path = Path(".")
+    """Relative paths in a request are resolved against this folder."""
+    allow_s3: bool = True
+    """Accept s3:// data locations."""
+
+    launchers: list[LauncherName] = ["local"]
+    """Launchers this server offers."""
+    max_active_runs: int = Field(4, ge=1)
+    """Runs beyond this many launched at once wait in PENDING."""
+    max_attempts: int = Field(3, ge=1)
+    """Upper bound a request may ask for (a failed attempt is relaunched while attempts remain)."""
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    """How often the supervisor polls launched runs."""
+    cancel_grace_seconds: float = Field(30.0, ge=0)
+    """After a cancel, the trainer gets this long to stop on SIGTERM before it is killed."""
+
+    local_runner: Literal["deepspeed", "python"] = "deepspeed"
+    """`deepspeed`: the DeepSpeed launcher starts procs_per_node ranks; `python`: one plain process."""
+    trainer_script: Path | None = None
+    """The script the local launcher runs; None = the installed trainer/main.py."""
+
+    kube_config: Path | None = None
+    """kubeconfig file for the Kubernetes launcher; None = the in-cluster service account."""
+    kube_namespace: str = "default"
+    kube_image: str = "tcl-trainer:latest"
+    kube_flavor: Literal["pytorchjob", "trainjob", "indexed-job"] = "pytorchjob"
+    kube_api_url: str | None = None
+    """Where pods reach the API (TCL_API_URL); default public_url."""
+    kube_output_root: str = "/runs"
+    """output_dir of a Kubernetes run is `<kube_output_root>/<run id>` (a volume path or s3://)."""
+    kube_s3_secret: str | None = None
+    """Secret with AWS_* keys and S3_ENDPOINT_URL mounted into training pods."""
+
+    @field_validator("runs_root", "workdir", "trainer_script", "kube_config")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return None if path is None else path.expanduser().resolve()
+
+    @field_validator("data_roots", "config_roots")
+    @classmethod
+    def _absolute_all(cls, paths: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in paths]
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.launchers:
+            raise ValueError("launchers: enable at least one of local, kubernetes")
+        return self
+
+    @property
+    def trainer_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def pod_trainer_url(self) -> str:
+        return self.kube_api_url or self.trainer_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (a FastAPI dependency that tests override)."""
+    return Settings()  # type: ignore[call-arg]  # token comes from the environment

@@ -1,0 +1,255 @@
+"""Persistence of runs and checkpoints; every state change is a compare-and-set.
+
+A transition is one `UPDATE ... WHERE id = :id AND state IN (:allowed sources)`: of two racing
+writers (a cancel and the supervisor, or two API replicas) exactly one wins, the other gets Conflict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, case, create_engine, event, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.schemas import CheckpointCreate, Heartbeat
+from api.states import LAUNCHED, RunState, sources_of
+from api.store.models import CheckpointRow, RunRow, utcnow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class NotFound(LookupError):
+    """No run or checkpoint with that id."""
+
+
+class Conflict(Exception):
+    """The row is not in a state that allows the change; the message says which state it is in."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for SQLite (shared across the API's threads) or PostgreSQL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema with the packaged Alembic migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+class Store:
+    """Runs and checkpoints behind short transactions; returned rows are detached snapshots."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # runs
+
+    def create_run(
+        self, *, name: str, launcher: str, resources: dict[str, Any], config_yaml: str, output_dir: str,
+        max_attempts: int, run_id: str | None = None,
+    ) -> RunRow:
+        now = utcnow()
+        row = RunRow(
+            id=run_id or new_id(), name=name, state=RunState.PENDING.value, launcher=launcher, resources=resources,
+            config_yaml=config_yaml, output_dir=output_dir, attempt=0, max_attempts=max_attempts, metrics={},
+            created_at=now, updated_at=now,
+        )
+        with self._session() as session:
+            session.add(row)
+        return row
+
+    def get_run(self, run_id: str) -> RunRow:
+        with self._session() as session:
+            row = session.get(RunRow, run_id)
+            if row is None:
+                raise NotFound(f"no run {run_id}")
+            return row
+
+    def list_runs(self, *, state: RunState | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRow], int]:
+        """A page of runs, newest first, and the total count of the filter."""
+        where = [] if state is None else [RunRow.state == state.value]
+        with self._session() as session:
+            total = session.scalar(select(func.count()).select_from(RunRow).where(*where)) or 0
+            rows = session.scalars(
+                select(RunRow).where(*where).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit).offset(offset)
+            ).all()
+            return list(rows), total
+
+    def runs_in(self, states: Iterable[RunState]) -> list[RunRow]:
+        """Runs in these states, oldest first (the launch queue order)."""
+        with self._session() as session:
+            query = select(RunRow).where(RunRow.state.in_([s.value for s in states])).order_by(RunRow.created_at)
+            return list(session.scalars(query).all())
+
+    def state_counts(self) -> dict[RunState, int]:
+        with self._session() as session:
+            counts = dict(session.execute(select(RunRow.state, func.count()).group_by(RunRow.state)).tuples().all())
+        return {state: counts.get(state.value, 0) for state in RunState}
+
+    def transition(self, run_id: str, target: RunState, *, reason: str | None = None, **values: Any) -> RunRow:
+        """Move a run to `target` if its current state allows it; `values` are set in the same UPDATE."""
+        sources = sources_of(target)
+        values = {"state": target.value, "updated_at": utcnow(), **values}
+        if reason is not None:
+            values["reason"] = reason[:2000]
+        if target.terminal:
+            values["finished_at"] = values["updated_at"]
+        with self._session() as session:
+            result = session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.state.in_([s.value for s in sources]))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                current = session.get(RunRow, run_id)
+                if current is None:
+                    raise NotFound(f"no run {run_id}")
+                raise Conflict(f"run {run_id} is {current.state}; it cannot become {target.value}")
+        return self.get_run(run_id)
+
+    def set_handle(self, run_id: str, handle: str) -> None:
+        with self._session() as session:
+            session.execute(update(RunRow).where(RunRow.id == run_id).values(handle=handle, updated_at=utcnow()))
+
+    def record_heartbeat(self, run_id: str, beat: Heartbeat) -> RunRow:
+        """Store progress; the first heartbeat of an attempt moves STARTING to RUNNING."""
+        now = utcnow()
+        with self._session() as session:
+            session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.state == RunState.STARTING.value)
+                .values(state=RunState.RUNNING.value)
+            )
+            result = session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.state.in_([RunState.RUNNING.value, RunState.CANCELLING.value]))
+                .values(
+                    step=beat.step, total_steps=beat.total_steps, epoch=beat.epoch,
+                    samples_per_sec=beat.samples_per_sec, metrics=dict(beat.metrics), last_heartbeat_at=now,
+                    updated_at=now,
+                    rate_step=case((RunRow.rate_at.is_(None), beat.step), else_=RunRow.rate_step),
+                    rate_at=func.coalesce(RunRow.rate_at, now),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                current = session.get(RunRow, run_id)
+                if current is None:
+                    raise NotFound(f"no run {run_id}")
+                raise Conflict(f"run {run_id} is {current.state}: it takes no heartbeats")
+        return self.get_run(run_id)
+
+    # checkpoints
+
+    def add_checkpoint(self, run_id: str, new: CheckpointCreate) -> tuple[CheckpointRow, bool]:
+        """Register a checkpoint; registering the same uri and digest again returns the first record.
+        Returns (record, created)."""
+        run = self.get_run(run_id)
+        if RunState(run.state) not in LAUNCHED:
+            raise Conflict(f"run {run_id} is {run.state}: it registers no checkpoints")
+        row = CheckpointRow(
+            id=new_id(), run_id=run_id, uri=new.uri, step=new.step, metrics=dict(new.metrics),
+            size_bytes=new.size_bytes, digest=new.digest, created_at=utcnow(),
+        )
+        try:
+            with self._session() as session:
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            existing = self._checkpoint_at(run_id, new.uri)
+            if existing is None:
+                raise
+            if (existing.digest, existing.step, existing.size_bytes) != (new.digest, new.step, new.size_bytes):
+                raise Conflict(f"checkpoint {new.uri} is already registered with another digest, step or size") from None
+            return existing, False
+
+    def _checkpoint_at(self, run_id: str, uri: str) -> CheckpointRow | None:
+        with self._session() as session:
+            return session.scalar(select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.uri == uri))
+
+    def get_checkpoint(self, checkpoint_id: str) -> CheckpointRow:
+        with self._session() as session:
+            row = session.get(CheckpointRow, checkpoint_id)
+            if row is None:
+                raise NotFound(f"no checkpoint {checkpoint_id}")
+            return row
+
+    def list_checkpoints(self, run_id: str) -> list[CheckpointRow]:
+        """The run's checkpoints by step (then registration order)."""
+        self.get_run(run_id)
+        with self._session() as session:
+            query = select(CheckpointRow).where(CheckpointRow.run_id == run_id)
+            return list(session.scalars(query.order_by(CheckpointRow.step, CheckpointRow.created_at)).all())
+
+    def latest_checkpoint(self, run_id: str) -> CheckpointRow | None:
+        with self._session() as session:
+            query = select(CheckpointRow).where(CheckpointRow.run_id == run_id)
+            return session.scalar(query.order_by(CheckpointRow.step.desc(), CheckpointRow.created_at.desc()).limit(1))
+
+    def mark_best(self, checkpoint_id: str) -> CheckpointRow:
+        """Make this checkpoint its run's best (replacing any previous choice)."""
+        checkpoint = self.get_checkpoint(checkpoint_id)
+        with self._session() as session:
+            session.execute(
+                update(RunRow).where(RunRow.id == checkpoint.run_id)
+                .values(best_checkpoint_id=checkpoint.id, updated_at=utcnow())
+            )
+        return checkpoint
+
+    def checkpoint_summary(self, run_ids: list[str]) -> dict[str, tuple[int, datetime]]:
+        """run id -> (checkpoints registered, time of the last one) for runs that have any."""
+        if not run_ids:
+            return {}
+        with self._session() as session:
+            rows = session.execute(
+                select(CheckpointRow.run_id, func.count(), func.max(CheckpointRow.created_at))
+                .where(CheckpointRow.run_id.in_(run_ids)).group_by(CheckpointRow.run_id)
+            ).tuples().all()
+        return {run_id: (count, last) for run_id, count, last in rows}
+
+    def runs_for_metrics(self, finished_since: datetime) -> list[RunRow]:
+        """Runs still going, and those that finished after `finished_since`."""
+        with self._session() as session:
+            query = select(RunRow).where(
+                RunRow.state.in_([s.value for s in RunState if not s.terminal]) | (RunRow.finished_at >= finished_since)
+            )
+            return list(session.scalars(query).all())

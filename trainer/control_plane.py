@@ -1,0 +1,129 @@
+"""The trainer's side of the control-plane protocol: heartbeats and checkpoint registration.
+
+A run launched by the API finds TCL_API_URL, TCL_RUN_ID and TCL_RUN_TOKEN in its environment;
+global rank 0 reports through this client. Reporting is best effort: a slow or absent API must
+never stop training, so network errors are logged and retried a little, never raised.
+Stdlib only (no torch, no HTTP library) so that it imports wherever the trainer runs.
+
+Metric names the API understands: `loss/<term>` (e.g. `loss/total`, `loss/cma_i2t`) and
+`eval/<metric>` (e.g. `eval/r_mean`, `eval/tr_r1`); other names are kept as the run's latest metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENV_URL = "TCL_API_URL"
+ENV_RUN_ID = "TCL_RUN_ID"
+ENV_TOKEN = "TCL_RUN_TOKEN"
+_CHUNK = 1 << 20
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_digest(path: Path) -> tuple[str, int]:
+    """(sha256 of the manifest, total bytes) of a checkpoint file or directory.
+
+    The manifest has one line `<file sha256>  <posix path relative to the checkpoint>` per file,
+    sorted by path, so the digest names the content whatever the directory is called or where it lives.
+    A single file is a manifest of one line under its own name.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    else:
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    manifest = "".join(f"{_file_sha256(p)}  {name}\n" for name, p in files)
+    return hashlib.sha256(manifest.encode()).hexdigest(), sum(p.stat().st_size for _, p in files)
+
+
+def _finite_or_none(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: a diverged loss is sent as null, which the API shows as NaN."""
+    values = {name: float(v) for name, v in metrics.items()}
+    return {name: v if math.isfinite(v) else None for name, v in values.items()}
+
+
+class ControlPlane:
+    """Posts a run's progress and checkpoints to the API with the run's own bearer token."""
+
+    def __init__(self, url: str, run_id: str, token: str, timeout: float = 5.0, retry_delay: float = 1.0) -> None:
+        self.base = f"{url.rstrip('/')}/v1/runs/{run_id}"
+        self.run_id = run_id
+        self._token = token
+        self.timeout = timeout
+        self.retry_delay = retry_delay
+
+    def __repr__(self) -> str:  # never show the token
+        return f"ControlPlane({self.base!r})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ControlPlane | None:
+        """The client for the run this process belongs to; None when not launched by the API."""
+        env = os.environ if environ is None else environ
+        url, run_id, token = env.get(ENV_URL), env.get(ENV_RUN_ID), env.get(ENV_TOKEN)
+        if not (url and run_id and token):
+            return None
+        return cls(url, run_id, token)
+
+    def heartbeat(
+        self, step: int, total_steps: int | None, epoch: float | None, samples_per_sec: float | None,
+        metrics: Mapping[str, float],
+    ) -> None:
+        """Report progress; the first heartbeat moves the run from STARTING to RUNNING.
+        One retry only: the next heartbeat supersedes a lost one."""
+        body = {
+            "step": step, "total_steps": total_steps, "epoch": epoch,
+            "samples_per_sec": samples_per_sec, "metrics": _finite_or_none(metrics),
+        }
+        self._post("/heartbeat", body, attempts=2)
+
+    def register_checkpoint(self, path: Path, step: int, metrics: Mapping[str, float]) -> None:
+        """Register a completely written checkpoint (file or directory) with its digest and size."""
+        digest, size = checkpoint_digest(path)
+        body = {
+            "uri": Path(path).resolve().as_uri(), "step": step, "metrics": _finite_or_none(metrics),
+            "size_bytes": size, "digest": digest,
+        }
+        self._post("/checkpoints", body, attempts=4)
+
+    def _post(self, path: str, body: dict[str, Any], attempts: int) -> bool:
+        """POST JSON; retry network errors and 5xx, give up quietly on 4xx. True when accepted."""
+        request = urllib.request.Request(
+            self.base + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token}"},
+        )
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout):
+                    return True
+            except urllib.error.HTTPError as err:
+                detail = err.read(500).decode(errors="replace")
+                if err.code < 500:
+                    log.error("control plane refused %s (HTTP %d): %s", path, err.code, detail)
+                    return False
+                log.warning("control plane %s failed (HTTP %d, attempt %d/%d)", path, err.code, attempt, attempts)
+            except (OSError, TimeoutError) as err:  # URLError is an OSError
+                log.warning("control plane %s unreachable (attempt %d/%d): %s", path, attempt, attempts, err)
+            if attempt < attempts:
+                time.sleep(self.retry_delay * attempt)
+        return False
