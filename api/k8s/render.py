@@ -1,8 +1,9 @@
 """Render a training run as Kubernetes manifests: the one renderer behind the API and deploy/k8s/.
 
 Every flavor starts the same command in the trainer image, `torchrun --module trainer.main --config
-/etc/tcl/config.yaml`; torchrun reads its rendezvous settings from PET_* variables, which the Kubeflow
-operators set and which this module sets itself for the plain indexed Job.
+/etc/tcl/config.yaml --resume auto` (a resubmitted job continues from its newest complete checkpoint);
+torchrun reads its rendezvous settings from PET_* variables, which the Kubeflow operators set and which
+this module sets itself for the plain indexed Job.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 Flavor = Literal["pytorchjob", "trainjob", "indexed-job"]
 
 CONFIG_DIR = "/etc/tcl"
-TRAINER_COMMAND = ["torchrun", "--module", "trainer.main", "--config", f"{CONFIG_DIR}/config.yaml"]
+TRAINER_COMMAND = ["torchrun", "--module", "trainer.main", "--config", f"{CONFIG_DIR}/config.yaml", "--resume", "auto"]
 RENDEZVOUS_PORT = 29500
 GPU_RESOURCE = "nvidia.com/gpu"
 S3_SECRET_KEYS = {  # key -> required; streaming and boto3 read these from the environment
@@ -239,6 +240,7 @@ def _params(spec: TrainingJobSpec, cfg: RunConfig) -> dict[str, Any]:
         "container_security": security["container"],
         "nodes": spec.nodes,
         "procs_per_node": spec.procs_per_node,
+        "procs_per_node_text": str(spec.procs_per_node),  # PyTorchJob's nprocPerNode is a string
         "worker_replicas": spec.nodes - 1,
         "master_port": RENDEZVOUS_PORT,
         "trainjob_runtime": spec.trainjob_runtime,
@@ -303,3 +305,20 @@ def _metrics_ports(base: int | None, ranks: int) -> list[dict[str, Any]] | None:
 def _is_under(path: str, root: str) -> bool:
     path = normpath(path)
     return isabs(path) and (path == root or path.startswith(root.rstrip("/") + "/"))
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Block style for multi-line strings, so that an embedded config reads as YAML, not as one escaped line."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def to_yaml(manifests: list[dict[str, Any]]) -> str:
+    """The manifests as one multi-document YAML stream, as `kubectl apply -f` takes it."""
+    return yaml.dump_all(manifests, Dumper=_ManifestDumper, sort_keys=False, width=120)
