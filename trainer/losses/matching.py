@@ -46,6 +46,8 @@ def mlm_loss(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tens
     """Distilled MLM on the masked positions only (M x V logits, M labels; IGNORE_INDEX rows skipped):
     (1 - alpha) * CE(student, labels) + alpha * mean(-sum_v softmax(teacher)_v log_softmax(student)_v),
     the softmax taken over the vocabulary. teacher_logits may be None when alpha is 0."""
+    if alpha != 0 and teacher_logits is None:
+        raise ValueError(f"MLM distillation weight alpha={alpha} needs the teacher's logits, got None")
     log_p = F.log_softmax(student_logits.float(), dim=-1)
     valid = labels != IGNORE_INDEX
     count = valid.sum().clamp(min=1)

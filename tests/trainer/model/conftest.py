@@ -1,0 +1,27 @@
+"""Fixtures of the model and objective tests (the helpers live in tcl_testing)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tcl_testing import tiny_model_config
+from trainer.config import LossConfig, ModelConfig
+from trainer.model import TCL, FeatureQueue, MomentumEncoder
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub
+
+
+@pytest.fixture
+def model_cfg() -> ModelConfig:
+    return tiny_model_config()
+
+
+@pytest.fixture
+def tiny(model_cfg: ModelConfig) -> tuple[TCL, MomentumEncoder, FeatureQueue]:
+    """A seeded tiny online model with its momentum copy and queues."""
+    torch.manual_seed(0)
+    model = TCL(model_cfg, LossConfig())
+    return model, MomentumEncoder(model), FeatureQueue(model_cfg.queue_size, model_cfg.embed_dim, seed=0)
