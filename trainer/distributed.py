@@ -34,9 +34,6 @@ def init_distributed(local_rank: int | None = None, timeout_minutes: int = 30) -
         env.setdefault("MASTER_PORT", "29500")
         env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK=str(local_rank or 0))
     local_rank = int(env.get("LOCAL_RANK", local_rank or 0))
-    # mosaicml-streaming reads LOCAL_WORLD_SIZE; the deepspeed launcher sets LOCAL_SIZE instead. Without it
-    # every rank acts as its node's leader and they race on shared memory.
-    env.setdefault("LOCAL_WORLD_SIZE", env.get("LOCAL_SIZE", env["WORLD_SIZE"]))
     deepspeed.init_distributed(timeout=datetime.timedelta(minutes=timeout_minutes))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -47,7 +44,7 @@ def init_distributed(local_rank: int | None = None, timeout_minutes: int = 30) -
         rank=torch.distributed.get_rank(),
         local_rank=local_rank,
         world_size=torch.distributed.get_world_size(),
-        local_world_size=int(env["LOCAL_WORLD_SIZE"]),
+        local_world_size=int(env.get("LOCAL_WORLD_SIZE", env.get("LOCAL_SIZE", env["WORLD_SIZE"]))),
         device=device,
     )
 

@@ -47,7 +47,7 @@ class Trainer:
                 f"tokenizer {cfg.model.text.tokenizer!r} has {len(self.tokenizer)} tokens but"
                 f" model.text.vocab_size is {cfg.model.text.vocab_size}"
             )
-        self.loader = build_train_loader(cfg, rank=dist.rank, world_size=dist.world_size)
+        self.loader = build_train_loader(cfg, rank=dist.rank, world_size=dist.world_size, tokenizer=self.tokenizer)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise ValueError(f"data.train {cfg.data.train!r} gives no full batch of {cfg.data.batch_size} per rank")
@@ -154,7 +154,7 @@ class Trainer:
         losses = {k: float(v) for k, v in out.items()}
         record = {
             "kind": "train", "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
-            "losses": losses, "lr": self.engine.get_lr()[0], "temp": float(self.engine.module.clamped_temp()),
+            "losses": losses, "lr": self.engine.get_lr()[0], "temp": float(self.engine.module.clamped_temp().detach()),
             "alpha": alpha, "samples_per_sec": steps * self.cfg.data.batch_size * self.dist.world_size / elapsed,
             "data_wait_frac": data_wait / elapsed, "step_time": elapsed / steps, "time": time.time(),
         }

@@ -52,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from trainer.data.loader import prepare_streaming_env
     from trainer.distributed import init_distributed
     from trainer.loop import Trainer
 
     dist = init_distributed(args.local_rank)
+    prepare_streaming_env()
     trainer = Trainer(cfg, dist, resume=args.resume)
     try:
         result = trainer.train()
