@@ -1,0 +1,60 @@
+"""Kernel tests run on the GPU when there is one, else on CPU tensors through the Triton interpreter.
+
+Triton reads TRITON_INTERPRET when a kernel is decorated and again inside some launches, so it is set
+here, before any test module imports a kernel module, and stays set for the session. Without a GPU that
+changes nothing else: nothing but the interpreter can run a Triton kernel on such a machine, and torch's
+CPU compiler does not use Triton.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _skip_gpu_only(request: pytest.FixtureRequest) -> None:
+    """Tests marked `gpu` check the compiled kernels on CUDA; elsewhere they skip."""
+    if request.node.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+
+
+@pytest.fixture
+def device() -> str:
+    return DEVICE
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """Fresh random inputs on every run; the seed is printed, so pytest shows it with a failure."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"seed {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected|| in float64; NaN anywhere is an infinite error."""
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    if a.shape != e.shape:
+        raise AssertionError(f"shape {tuple(a.shape)} != {tuple(e.shape)}")
+    finite = e.isfinite()
+    if not torch.equal(a.isfinite(), finite) or not torch.equal(a[~finite], e[~finite]):
+        return float("inf")  # NaN, or an infinity that the reference does not have
+    return ((a[finite] - e[finite]).norm() / e[finite].norm().clamp(min=1e-30)).item()
+
+
+@pytest.fixture
+def assert_close() -> Callable[..., None]:
+    def check(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str = "") -> None:
+        err = relative_error(actual, expected)
+        assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+    return check
