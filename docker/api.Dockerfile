@@ -2,10 +2,11 @@
 # Two images from one file, built from the repository root:
 #   docker build -f docker/api.Dockerfile --target api -t tcl-api:0.1.0 .   the control plane (default)
 #   docker build -f docker/api.Dockerfile --target cpu -t tcl-cpu:0.1.0 .   API + dataprep + CPU trainer
-# `api` is about 0.25 GB: FastAPI, SQLAlchemy and the Kubernetes client, no torch. It launches training on
+# `api` is about 0.35 GB: FastAPI, SQLAlchemy and the Kubernetes client, no torch. It launches training on
 # Kubernetes. Dataprep cannot live there: mosaicml-streaming imports torch, torchvision and
-# transformers, and pulls cloud clients, which makes `cpu` about 2 GB even with the CPU-only torch wheels
-# (the CUDA ones would add about 4 GB). `cpu` runs dataprep jobs, the local launcher and the compose demo.
+# transformers, and pulls Azure/GCS/OCI clients (0.5 GB), which makes `cpu` about 2 GB even with the
+# CPU-only torch wheels (the CUDA build's NVIDIA libraries and Triton would add 4.3 GB). `cpu` runs
+# dataprep jobs, the local launcher and the compose demo. (Sizes: installed package sizes plus the base.)
 ARG PYTHON_VERSION=3.12
 
 FROM python:${PYTHON_VERSION}-slim AS base

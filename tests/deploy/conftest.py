@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
@@ -87,3 +89,13 @@ def values_in() -> Callable[[Any], Iterator[Any]]:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def render_examples() -> ModuleType:
+    """deploy/render_examples.py (a script, not a package module), loaded by path."""
+    spec = importlib.util.spec_from_file_location("render_examples", REPO / "deploy" / "render_examples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

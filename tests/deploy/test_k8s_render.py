@@ -3,7 +3,6 @@ equal the reviewed examples, and bad input is refused with an error that names t
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -161,12 +160,8 @@ def test_yaml_output_round_trips() -> None:
     assert "config.yaml: |" in text  # the embedded config stays readable
 
 
-def test_examples_equal_the_reviewed_golden_files(repo) -> None:
-    script = repo / "deploy" / "render_examples.py"
-    module_spec = importlib.util.spec_from_file_location("render_examples", script)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    examples = module.render_examples()
+def test_examples_equal_the_reviewed_golden_files(render_examples) -> None:
+    examples = render_examples.render_examples()
     assert sorted(p.name for p in examples) == ["indexed-job.yaml", "pytorchjob.yaml", "trainjob.yaml"]
     for path, text in examples.items():
         assert path.read_text() == text, f"{path} is stale: run python deploy/render_examples.py and review the diff"
