@@ -1,0 +1,83 @@
+"""What a source yields: a record to convert, or a reject the source already knows about.
+
+Sources know nothing of MDS; they describe where an image is and what the caption says. The worker
+(`dataprep.process`) turns a record into a row or a reject; the reject report is a JSONL of `Reject`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RejectReason(StrEnum):
+    """Why a record was skipped (one line of the reject report and one row of the summary)."""
+
+    MISSING_FILE = "missing_file"
+    UNREADABLE_FILE = "unreadable_file"
+    ZERO_SIZE = "zero_size"
+    CORRUPT_IMAGE = "corrupt_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    TOO_SMALL = "too_small"
+    TOO_LARGE = "too_large"
+    BAD_ASPECT_RATIO = "bad_aspect_ratio"
+    EMPTY_CAPTION = "empty_caption"
+    UNDECODABLE_TEXT = "undecodable_text"
+    MALFORMED_RECORD = "malformed_record"
+    CORRUPT_ARCHIVE = "corrupt_archive"
+    DUPLICATE = "duplicate"
+
+
+class Reject(BaseModel):
+    """One skipped record: where it came from and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    """The source's name (as in the `source` column)."""
+    file: str
+    """The file the record came from (the JSON/CSV/JSONL file or the tar)."""
+    key: str
+    """Line number (CSV/JSONL, 1-based), list index (JSON), image id (COCO), tar/key (WebDataset)
+    or the image path (a held-out image's grouped row)."""
+    reason: RejectReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """An image and its caption(s) as the source has them; exactly one of image_path/image_bytes is set."""
+
+    source: str
+    file: str
+    key: str
+    caption: str | list[str]
+    image_ref: str
+    """What identifies the image within its source (the path as written, or tar/key): held-out
+    splits and caption grouping go by it."""
+    image_path: str | None = None
+    image_bytes: bytes | None = None
+
+    @property
+    def sample_id(self) -> str:
+        """Stable id: the same source record always gets the same id."""
+        return f"{self.source}:{self.key}"
+
+    def reject(self, reason: RejectReason, detail: str = "") -> Reject:
+        return Reject(source=self.source, file=self.file, key=self.key, reason=reason, detail=detail)
+
+
+Item = SourceRecord | Reject
+"""What sources yield and workers consume."""
+
+
+def is_utf8_text(value: str) -> bool:
+    """False for strings holding bytes that were not UTF-8 (lone surrogates from surrogateescape decoding
+    or from JSON escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,39 @@
+"""Input corpora: each format module yields records (`read`) and knows nothing of MDS.
+
+    for item in read_source(SourceSpec(format="tsv", path="cc3m.tsv", image_root="cc3m/")):
+        ...  # SourceRecord (an image and its caption) or Reject (a bad row the source already saw)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from dataprep.records import Item
+from dataprep.sources import albef_json, coco, jsonl, table, webdataset
+from dataprep.sources.base import SourceError, SourceFormat, SourceSpec
+
+__all__ = ["SourceError", "SourceFormat", "SourceSpec", "count_source", "read_source"]
+
+_READERS: dict[str, Callable[[SourceSpec], Iterator[Item]]] = {
+    "albef_json": albef_json.read,
+    "coco": coco.read,
+    "csv": table.read,
+    "tsv": table.read,
+    "jsonl": jsonl.read,
+    "webdataset": webdataset.read,
+}
+
+
+def read_source(spec: SourceSpec) -> Iterator[Item]:
+    """Every record of the source, in file order."""
+    return _READERS[spec.format](spec)
+
+
+def count_source(spec: SourceSpec) -> int | None:
+    """How many items read_source yields (for progress and ETA); None when only a download could tell.
+
+    Also opens the source, so a missing file or a bad header fails here, before any work starts.
+    """
+    if spec.format == "webdataset":
+        return webdataset.count(spec)
+    return sum(1 for _ in read_source(spec))

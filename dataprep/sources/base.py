@@ -1,0 +1,85 @@
+"""What every source shares: its config (`SourceSpec`), its whole-source error, and field checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataprep.records import Item, Reject, RejectReason, SourceRecord
+
+SourceFormat = Literal["albef_json", "coco", "csv", "tsv", "jsonl", "webdataset"]
+
+
+class SourceError(ValueError):
+    """A whole source is unusable (missing file, not JSON, no such column): nothing of it can be read."""
+
+
+class SourceSpec(BaseModel):
+    """One input corpus of a conversion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: SourceFormat
+    """albef_json: the official TCL/ALBEF pretraining or retrieval JSON (a list of {image, caption});
+    coco: COCO captions JSON (images + annotations); csv / tsv: a table with a header row;
+    jsonl: one JSON object per line; webdataset: img2dataset/WebDataset tar shards."""
+    path: str = Field(min_length=1)
+    """The file; for webdataset a .tar, or a folder / s3:// prefix holding .tar files."""
+    image_root: str | None = None
+    """Folder that image paths are relative to; default: the folder of `path`."""
+    name: str | None = Field(None, min_length=1)
+    """Name in the `source` column, sample ids and the reject report; default: the file's stem."""
+    image_column: str = "image"
+    """csv/tsv/jsonl: the image path column."""
+    caption_column: str = "caption"
+    """csv/tsv/jsonl: the caption column; webdataset: the caption field of a .json member."""
+
+    @property
+    def source_name(self) -> str:
+        return self.name or Path(self.path.rstrip("/")).stem
+
+    def image_path(self, ref: str) -> str:
+        """Where the image that the source calls `ref` lies (absolute refs stay as they are)."""
+        root = self.image_root if self.image_root is not None else os.path.dirname(self.path)
+        return os.path.join(root, ref)
+
+    def reject(self, key: str, reason: RejectReason, detail: str, file: str | None = None) -> Reject:
+        """A reject of this source (file defaults to `path`; a tar source names the tar)."""
+        return Reject(source=self.source_name, file=file or self.path, key=key, reason=reason, detail=detail)
+
+
+def load_json(path: str) -> Any:
+    """A whole JSON file, or a SourceError that says what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SourceError(f"{path} is not a valid UTF-8 JSON file: {error}") from None
+
+
+def _is_caption(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(c, str) for c in value)
+
+
+def record_from_fields(spec: SourceSpec, key: str, entry: Any, image_field: str, caption_field: str) -> Item:
+    """A record from a JSON object with an image path field and a caption (string or list) field."""
+    if not isinstance(entry, dict):
+        return spec.reject(key, RejectReason.MALFORMED_RECORD, f"expected an object, found {type(entry).__name__}")
+    image, caption = entry.get(image_field), entry.get(caption_field)
+    if not isinstance(image, str) or not image:
+        return spec.reject(key, RejectReason.MALFORMED_RECORD, f"field {image_field!r} is missing or not a path")
+    if not _is_caption(caption):
+        return spec.reject(
+            key, RejectReason.MALFORMED_RECORD, f"field {caption_field!r} is missing or not a string / list of strings"
+        )
+    return SourceRecord(
+        source=spec.source_name, file=spec.path, key=key, caption=caption, image_ref=image,
+        image_path=spec.image_path(image),
+    )

@@ -1,0 +1,126 @@
+"""WebDataset / img2dataset tar shards: members `key.jpg` (or png, webp...) + `key.txt` or `key.json`.
+
+`path` is one .tar, or a local folder / s3:// prefix whose .tar files are read in name order. A
+shard on S3 is downloaded to a temporary file first (the download retries; a stream could not).
+Keys are `<tar name>/<key>`; members of one key are adjacent, as WebDataset writers put them.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+from dataprep.records import Item, RejectReason, SourceRecord
+from dataprep.sources.base import SourceError, SourceSpec
+from dataprep.storage import Store, is_remote, open_store
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+
+def _shards(spec: SourceSpec) -> tuple[Store, list[str]]:
+    """The folder holding the shards and their names in it."""
+    path = spec.path.rstrip("/")
+    if path.endswith(".tar"):
+        folder, _, name = path.rpartition("/")
+        store = open_store(folder or ".")
+        if not store.exists(name):
+            raise SourceError(f"{spec.path}: no such tar file")
+        return store, [name]
+    store = open_store(path)
+    names = [name for name in store.list() if name.endswith(".tar")]
+    if not names:
+        raise SourceError(f"{spec.path}: no .tar files there")
+    return store, names
+
+
+@contextmanager
+def _local_copy(store: Store, name: str) -> Iterator[Path]:
+    if not is_remote(store.uri):
+        yield Path(store.url(name))
+        return
+    with tempfile.TemporaryDirectory(prefix="dataprep-tar-") as folder:
+        local = Path(folder, PurePosixPath(name).name)
+        store.download(name, local)
+        yield local
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """'dir/000123.jpg' -> ('dir/000123', 'jpg'): the key ends at the first dot of the file name."""
+    folder, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def _grouped_members(archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each run of adjacent members sharing a key."""
+    key, members = None, {}
+    for member in archive:
+        if not member.isfile():
+            continue
+        member_key, extension = _split_name(member.name)
+        if member_key != key and members:
+            yield key, members
+            members = {}
+        key = member_key
+        file = archive.extractfile(member)
+        assert file is not None  # regular files always have data
+        members[extension] = file.read()
+    if members:
+        yield key, members
+
+
+def _record(spec: SourceSpec, file: str, key: str, members: dict[str, bytes]) -> Item:
+    image = next((members[ext] for ext in IMAGE_EXTENSIONS if ext in members), None)
+    if image is None:
+        return spec.reject(key, RejectReason.MISSING_FILE, f"no image member among {sorted(members)}", file)
+    if "txt" in members:
+        try:
+            caption = members["txt"].decode("utf-8")
+        except UnicodeDecodeError:
+            return spec.reject(key, RejectReason.UNDECODABLE_TEXT, "the .txt member is not UTF-8", file)
+    elif "json" in members:
+        try:
+            caption = json.loads(members["json"])[spec.caption_column]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            return spec.reject(key, RejectReason.MALFORMED_RECORD, f"no caption in the .json member: {error!r}", file)
+        if not isinstance(caption, str):
+            return spec.reject(key, RejectReason.MALFORMED_RECORD, "the .json caption is not a string", file)
+    else:
+        return spec.reject(key, RejectReason.MALFORMED_RECORD, "no .txt or .json caption member", file)
+    return SourceRecord(source=spec.source_name, file=file, key=key, caption=caption, image_ref=key, image_bytes=image)
+
+
+def read(spec: SourceSpec) -> Iterator[Item]:
+    store, names = _shards(spec)
+    for name in names:
+        file = store.url(name)
+        with _local_copy(store, name) as local:
+            try:
+                with tarfile.open(local) as archive:
+                    for key, members in _grouped_members(archive):
+                        yield _record(spec, file, f"{name}/{key}", members)
+            except (tarfile.TarError, EOFError) as error:
+                yield spec.reject(name, RejectReason.CORRUPT_ARCHIVE, f"unreadable from here on: {error}", file)
+
+
+def count(spec: SourceSpec) -> int | None:
+    """Keys in the local shards, from the tar headers alone; None for shards on S3 (that would mean a download)."""
+    if is_remote(spec.path):
+        return None
+    store, names = _shards(spec)
+    total = 0
+    for name in names:
+        keys: list[str] = []
+        try:
+            with tarfile.open(store.url(name)) as archive:
+                for member in archive:
+                    if member.isfile():
+                        keys.append(_split_name(member.name)[0])
+        except (tarfile.TarError, EOFError):
+            pass  # counted as far as it can be read; the conversion reports the damage
+        total += sum(1 for i, key in enumerate(keys) if i == 0 or key != keys[i - 1])
+    return total
