@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
     dist = init_distributed(args.local_rank)
     prepare_streaming_env()
-    trainer = Trainer(cfg, dist, resume=args.resume)
+    try:
+        trainer = Trainer(cfg, dist, resume=args.resume)
+    except (ValueError, FileNotFoundError) as err:  # bad data locations, weights, tokenizer: one line each
+        logger.debug("set-up failed", exc_info=True)
+        print(f"error (rank {dist.rank}): {err}", file=sys.stderr)
+        return 2
     try:
         result = trainer.train()
     finally:
