@@ -13,11 +13,13 @@ class EngineConfig(Section):
     zero_stage: Literal[0, 1, 2] = 2
     precision: Literal["bf16", "fp32"] = "bf16"
     """Compute precision. bf16 keeps fp32 master weights in the optimizer (DeepSpeed bf16 mode)."""
-    reduce_bucket_size: int = Field(500_000_000, ge=1)
-    allgather_bucket_size: int = Field(500_000_000, ge=1)
+    reduce_bucket_size: int = Field(50_000_000, ge=1)
+    """Elements per gradient-reduction bucket. DeepSpeed's default (5e8) holds about 2 GB of bf16
+    buffers with overlap_comm; 5e7 keeps the overlap at a tenth of the memory."""
+    allgather_bucket_size: int = Field(50_000_000, ge=1)
     overlap_comm: bool = True
     contiguous_gradients: bool = True
     fused_kernels: bool = True
     """Use the fused Triton kernels where a GPU and Triton are present; else the torch reference."""
     compile: bool = False
-    """torch.compile the encoders."""
+    """torch.compile each transformer block in place (parameter names and checkpoints unchanged)."""

@@ -23,6 +23,9 @@ def build_model(cfg: RunConfig) -> tuple[TCL, MomentumEncoder, FeatureQueue]:
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     teacher = MomentumEncoder(model)
+    if cfg.engine.compile:
+        for encoder in (model, teacher):
+            encoder.compile_blocks()
     queues = FeatureQueue(cfg.model.queue_size, cfg.model.embed_dim, seed=cfg.seed)
     return model, teacher, queues
 

@@ -63,6 +63,12 @@ class DualEncoder(nn.Module):
         hidden = self.text.encode_text(input_ids, attention_mask)
         return hidden, F.normalize(self.text_proj(hidden[:, 0]).float(), dim=-1)
 
+    def compile_blocks(self) -> None:
+        """torch.compile every ViT block and BERT layer in place: the parameter names stay, so
+        checkpoints and the EMA pairing do not change."""
+        for block in [*self.visual_encoder.blocks, *self.text.bert.encoder.layer]:
+            block.compile()
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.visual_encoder.set_grad_checkpointing(enabled)
         self.text.grad_checkpointing = enabled
