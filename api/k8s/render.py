@@ -14,7 +14,7 @@ from posixpath import isabs, normpath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from api.k8s.template import fill, load_template
 from trainer.config import ConfigError, RunConfig, from_dict
@@ -45,6 +45,18 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_OBJECT_NAME = (_DNS1123_SUBDOMAIN, 253, "a valid Kubernetes object name (a DNS-1123 subdomain)")
+_FORMATS = {  # field -> (pattern, maximum length, what the value must be)
+    "name": (_DNS1035, 63, "a DNS-1035 label (lowercase letters, digits and '-', starting with a letter,"
+                           " ending with a letter or digit, at most 63 characters)"),
+    "namespace": (_DNS1123_LABEL, 63, "a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)"),
+    "api_token_secret": _OBJECT_NAME,
+    "s3_secret": _OBJECT_NAME,
+    "output_pvc": _OBJECT_NAME,
+    "trainjob_runtime": _OBJECT_NAME,
+    "run_id": (_LABEL_VALUE, 63, "a valid label value (letters, digits, '-', '_', '.', at most 63 characters)"),
+    "shm_size": (_QUANTITY, 64, "a Kubernetes quantity such as '16Gi'"),
+}
 
 
 class TrainingJobSpec(BaseModel):
@@ -79,48 +91,19 @@ class TrainingJobSpec(BaseModel):
     shm_size: str = "16Gi"
     """Size of the in-memory /dev/shm (loader workers and NCCL need more than the container default 64Mi)."""
     output_pvc: str | None = None
-    """A ReadWriteMany PersistentVolumeClaim mounted at output_mount; multi-node checkpoints need shared storage."""
+    """A ReadWriteMany PersistentVolumeClaim mounted at output_mount; multi-node checkpoints need shared storage.
+    Without one, output_mount is an emptyDir: writable, but gone with the pod."""
     output_mount: str = "/runs"
     trainjob_runtime: str = "torch-distributed"
     """The ClusterTrainingRuntime a TrainJob uses (Kubeflow Trainer's stock torch runtime)."""
 
-    @field_validator("name")
+    @field_validator(*_FORMATS)
     @classmethod
-    def _name_is_dns1035(cls, name: str) -> str:
-        if len(name) > 63 or not _DNS1035.match(name):
-            raise ValueError(
-                f"{name!r} is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter,"
-                " ending with a letter or digit, at most 63 characters)"
-            )
-        return name
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace_is_dns1123(cls, namespace: str) -> str:
-        if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
-            raise ValueError(f"{namespace!r} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)")
-        return namespace
-
-    @field_validator("api_token_secret", "s3_secret", "output_pvc", "trainjob_runtime")
-    @classmethod
-    def _object_name(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value)):
-            raise ValueError(f"{value!r} is not a valid Kubernetes object name (DNS-1123 subdomain)")
+    def _kubernetes_format(cls, value: str | None, info: ValidationInfo) -> str | None:
+        pattern, limit, what = _FORMATS[info.field_name]
+        if value is not None and (len(value) > limit or not pattern.match(value)):
+            raise ValueError(f"{value!r} is not {what}")
         return value
-
-    @field_validator("run_id")
-    @classmethod
-    def _run_id_is_label_value(cls, run_id: str | None) -> str | None:
-        if run_id is not None and (len(run_id) > 63 or not _LABEL_VALUE.match(run_id)):
-            raise ValueError(f"{run_id!r} cannot be a label value (alphanumerics, '-', '_', '.', at most 63)")
-        return run_id
-
-    @field_validator("shm_size")
-    @classmethod
-    def _shm_is_quantity(cls, size: str) -> str:
-        if not _QUANTITY.match(size):
-            raise ValueError(f"{size!r} is not a Kubernetes quantity such as '16Gi'")
-        return size
 
     @field_validator("output_mount")
     @classmethod
@@ -200,8 +183,8 @@ def run_config(config_yaml: str) -> RunConfig:
 def render_training_job(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     """All manifests of the job, in apply order: the config's ConfigMap, the Service (indexed Job), the job."""
     if spec.nodes > 1 and spec.output_pvc is None:
-        log.warning("job %s spans %d nodes without output_pvc: each node keeps its own part of every checkpoint",
-                    spec.name, spec.nodes)
+        log.warning("job %s spans %d nodes without output_pvc: each node keeps its part of every checkpoint"
+                    " in its own emptyDir", spec.name, spec.nodes)
     params = _params(spec, run_config(spec.config_yaml))
     manifests = [fill(load_template("configmap.yaml"), params)]
     if spec.flavor == "indexed-job":
@@ -291,7 +274,9 @@ def _volumes(spec: TrainingJobSpec, cfg: RunConfig) -> tuple[list[dict[str, Any]
     ]
     if spec.output_pvc is not None:
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output_pvc}})
-        mounts.append({"name": "output", "mountPath": spec.output_mount})
+    else:
+        volumes.append({"name": "output", "emptyDir": {}})
+    mounts.append({"name": "output", "mountPath": spec.output_mount})
     return volumes, mounts
 
 

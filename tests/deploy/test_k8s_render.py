@@ -153,6 +153,16 @@ def test_indexed_job_rendezvous_goes_through_pod_zero_of_the_headless_service() 
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
+def test_without_a_claim_outputs_go_to_a_pod_local_volume(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="api.k8s.render"):
+        job = render_training_job(make_spec(flavor="indexed-job", nodes=2))[-1]
+    pod = pod_of(job)
+    [mount] = [m for m in pod["container"]["volumeMounts"] if m["mountPath"] == "/runs"]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume == {"name": mount["name"], "emptyDir": {}}  # writable for the non-root trainer, not shared
+    assert "without output_pvc" in caplog.text
+
+
 def test_yaml_output_round_trips() -> None:
     manifests = render_training_job(full_spec("pytorchjob"))
     text = to_yaml(manifests)
@@ -206,7 +216,7 @@ def test_derived_host_names_must_fit_a_dns_label() -> None:
         ({"s3_secret": "tcl-s3", "env": {"S3_ENDPOINT_URL": "http://x"}}, "come from s3_secret"),
         ({"run_id": "r1"}, "give all three or none"),
         ({"api_url": "tcl-api:8000", "run_id": "r1", "api_token_secret": "t"}, "should match pattern"),
-        ({"run_id": "r" * 64, "api_url": "http://a", "api_token_secret": "t"}, "cannot be a label value"),
+        ({"run_id": "r" * 64, "api_url": "http://a", "api_token_secret": "t"}, "is not a valid label value"),
         ({"s3_secret": "S3 Secret"}, "not a valid Kubernetes object name"),
         ({"shm_size": "16 GB"}, "not a Kubernetes quantity"),
         ({"output_mount": "runs"}, "must be an absolute path"),
