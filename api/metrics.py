@@ -11,8 +11,8 @@ from prometheus_client.registry import Collector
 from api.store import Store
 from api.store.models import utcnow
 
-LOSS_PREFIX = "loss/"
 EVAL_PREFIX = "eval/"
+"""Heartbeat metrics named eval/<metric> are retrieval results; every other one is a loss term."""
 NAN = float("nan")
 
 
@@ -54,10 +54,10 @@ class RunCollector(Collector):
                 speed.add_metric([run.id], run.samples_per_sec)
             for name, value in (run.metrics or {}).items():
                 value = NAN if value is None else value
-                if name.startswith(LOSS_PREFIX):
-                    loss.add_metric([run.id, name.removeprefix(LOSS_PREFIX)], value)
-                elif name.startswith(EVAL_PREFIX):
+                if name.startswith(EVAL_PREFIX):
                     recall.add_metric([run.id, name.removeprefix(EVAL_PREFIX)], value)
+                else:
+                    loss.add_metric([run.id, name], value)
             count, last = summary.get(run.id, (0, None))
             checkpoints.add_metric([run.id], count)
             if last is not None:

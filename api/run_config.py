@@ -44,9 +44,11 @@ def _requested(config: PresetConfig | dict[str, Any], settings: Settings) -> Run
         return from_dict(config)
     if config.preset in preset_names():
         return load(config.preset, config.overrides)
+    if "/" not in config.preset and not config.preset.endswith((".yaml", ".yml")):
+        raise ConfigError(f"preset {config.preset!r}: no such preset (presets: {', '.join(preset_names())})")
     path = confine(config.preset, settings.config_roots, workdir=settings.workdir, allow_s3=False, what="preset")
     if not Path(path).is_file():
-        raise ConfigError(f"preset {config.preset!r}: no such preset ({', '.join(preset_names())}) or config file")
+        raise ConfigError(f"preset {config.preset!r}: no such config file")
     return load(path, config.overrides)
 
 

@@ -90,7 +90,7 @@ class Supervisor:
         token = new_token()
         try:
             run = self.store.transition(
-                run.id, RunState.STARTING, reason=reason, attempt=RunRow.attempt + 1, token_hash=hash_token(token),
+                run.id, RunState.STARTING, expected={RunState(run.state)}, reason=reason, attempt=RunRow.attempt + 1, token_hash=hash_token(token),
                 handle=None, started_at=utcnow(), rate_at=None, rate_step=None,
             )
         except Conflict:  # cancelled meanwhile
@@ -154,7 +154,7 @@ class Supervisor:
 
     def _end(self, run: RunRow, state: RunState, reason: str | None) -> None:
         try:
-            self.store.transition(run.id, state, reason=reason)
+            self.store.transition(run.id, state, expected={RunState(run.state)}, reason=reason)
             log.info("run %s %s%s", run.id, state.value, f": {reason}" if reason else "")
         except Conflict as err:  # another writer moved it first
             log.info("%s", err)

@@ -5,8 +5,9 @@ global rank 0 reports through this client. Reporting is best effort: a slow or a
 never stop training, so network errors are logged and retried a little, never raised.
 Stdlib only (no torch, no HTTP library) so that it imports wherever the trainer runs.
 
-Metric names the API understands: `loss/<term>` (e.g. `loss/total`, `loss/cma_i2t`) and
-`eval/<metric>` (e.g. `eval/r_mean`, `eval/tr_r1`); other names are kept as the run's latest metrics.
+Heartbeat metrics: loss terms by name (`loss`, `cma_i2t`, ...) and retrieval results as
+`eval/<metric>` (`eval/r_mean`, `eval/tr_r1`); the API exports them as tcl_run_loss{term} and
+tcl_run_eval_recall{metric}.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ def cancel_run(run_id: RunId, services: ServicesDep) -> RunPublic:
     run = store.get_run(run_id)
     if run.state == RunState.PENDING.value:
         try:
-            return _public(store, store.transition(run_id, RunState.CANCELLED, reason="cancelled before launch"))
+            return _public(store, store.transition(run_id, RunState.CANCELLED, expected={RunState.PENDING},
+                                                   reason="cancelled before launch"))
         except Conflict:  # launched meanwhile: cancel it as a launched run
             run = store.get_run(run_id)
     try:

@@ -121,12 +121,15 @@ class Store:
 
     def state_counts(self) -> dict[RunState, int]:
         with self._session() as session:
-            counts = dict(session.execute(select(RunRow.state, func.count()).group_by(RunRow.state)).tuples().all())
+            counts = dict(session.execute(select(RunRow.state, func.count()).group_by(RunRow.state)).all())
         return {state: counts.get(state.value, 0) for state in RunState}
 
-    def transition(self, run_id: str, target: RunState, *, reason: str | None = None, **values: Any) -> RunRow:
-        """Move a run to `target` if its current state allows it; `values` are set in the same UPDATE."""
-        sources = sources_of(target)
+    def transition(self, run_id: str, target: RunState, *, expected: Iterable[RunState] | None = None,
+                   reason: str | None = None, **values: Any) -> RunRow:
+        """Move a run to `target` if its current state allows it and is one of `expected` (the state the
+        caller saw, so that of two callers acting on the same observation only one acts); `values` are
+        set in the same UPDATE."""
+        sources = sources_of(target) if expected is None else sources_of(target) & set(expected)
         values = {"state": target.value, "updated_at": utcnow(), **values}
         if reason is not None:
             values["reason"] = reason[:2000]
@@ -243,7 +246,7 @@ class Store:
             rows = session.execute(
                 select(CheckpointRow.run_id, func.count(), func.max(CheckpointRow.created_at))
                 .where(CheckpointRow.run_id.in_(run_ids)).group_by(CheckpointRow.run_id)
-            ).tuples().all()
+            ).all()
         return {run_id: (count, last) for run_id, count, last in rows}
 
     def runs_for_metrics(self, finished_since: datetime) -> list[RunRow]:

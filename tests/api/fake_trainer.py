@@ -5,6 +5,7 @@ What it does comes from `<data.train>/behaviour.json` (every key optional):
   step_seconds (0.05)      sleep per step
   fail_at_step (none)      exit with exit_code at this step
   exit_code (1)
+  stall_at_step (none)     after this step's reports, sleep until signalled
   fail_attempts (none)     the first n attempts fail at once (attempts are counted with files
                            in output_dir)
 Steps: optim.max_steps; heartbeats every log.every_steps; a checkpoint directory every
@@ -66,11 +67,13 @@ def main() -> int:
             print(f"step {step}: failing on purpose", flush=True)
             return int(behaviour["exit_code"])
         print(f"step {step}/{total}", flush=True)
-        metrics = {"loss/total": 10.0 / step, "loss/itm": 1.0 / step, "lr": 1e-4}
+        metrics = {"loss": 10.0 / step, "itm": 1.0 / step}
         if control and step % cfg.log.every_steps == 0:
             control.heartbeat(step, total, step / total, 100.0 + step, metrics | {"eval/r_mean": float(step)})
         if control and (step % cfg.checkpoint.every_steps == 0 or step == total):
             control.register_checkpoint(write_checkpoint(out, step), step, metrics)
+        if step == behaviour.get("stall_at_step"):
+            time.sleep(3600)
     print("training done", flush=True)
     return 0
 
