@@ -82,6 +82,7 @@ class TrainingJobSpec(BaseModel):
     run_id: str | None = None
     """The API's run id; with api_url and api_token_secret the trainer reports to the control plane."""
     api_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    """Where the pods reach the API (TCL_API_URL)."""
     api_token_secret: str | None = None
     """Name of a Secret whose key TCL_RUN_TOKEN holds the run's token."""
     s3_secret: str | None = None
@@ -94,6 +95,7 @@ class TrainingJobSpec(BaseModel):
     """A ReadWriteMany PersistentVolumeClaim mounted at output_mount; multi-node checkpoints need shared storage.
     Without one, output_mount is an emptyDir: writable, but gone with the pod."""
     output_mount: str = "/runs"
+    """Where the output volume is mounted; the config's output_dir should lie under it."""
     trainjob_runtime: str = "torch-distributed"
     """The ClusterTrainingRuntime a TrainJob uses (Kubeflow Trainer's stock torch runtime)."""
 

@@ -34,7 +34,7 @@ def prometheus_config(docker_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((docker_dir / "prometheus.yml").read_text())
 
 
-def test_compose_file_matches_the_compose_schema(compose: dict, repo: Path) -> None:
+def test_compose_file_matches_the_compose_schema(compose: dict) -> None:
     schema = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
     validator = jsonschema.Draft7Validator(schema)  # its $schema names draft-07 without the trailing "#"
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -63,10 +64,9 @@ def test_images_run_as_a_numeric_non_root_user(name: str, final: str, repo: Path
 
 
 def test_api_image_requirements_are_project_dependencies(repo: Path) -> None:
-    import tomllib
-
-    declared = {canonicalize_name(Requirement(r).name) for r in tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]}
-    declared |= {canonicalize_name(Requirement(r).name) for extra in tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"].values() for r in extra}
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    declared = {canonicalize_name(Requirement(r).name) for r in requirements}
     listed = {canonicalize_name(r.name) for r in api_requirements(repo)}
     assert listed <= declared, listed - declared
     assert not listed & {"torch", "torchvision", "deepspeed", "mosaicml-streaming"}

@@ -72,7 +72,7 @@ def test_rendered_manifests_validate(flavor: str, variant: str, validate) -> Non
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
-def test_every_flavor_runs_the_config_in_the_same_pod(flavor: str, values_in) -> None:
+def test_every_flavor_runs_the_config_in_the_same_pod(flavor: str) -> None:
     spec = full_spec(flavor)
     kinds = by_kind(render_training_job(spec))
     config_map, job = kinds["ConfigMap"], kinds[{"pytorchjob": "PyTorchJob", "trainjob": "TrainJob", "indexed-job": "Job"}[flavor]]
