@@ -234,7 +234,7 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
         logger.info("%s: this conversion is already complete; nothing to do", config.out)
         manifests = {split: job.manifest(dataset) for split, dataset in datasets.items()}
     else:
-        progress = progress or _NoProgress()
+        progress = progress if progress is not None else _NoProgress()  # (a tqdm bar has no truth value)
         progress.reset(total=count_records(config))  # opens every source: a bad one fails before any change
         job.start()
         writers = {split: _SplitWriter(job, split, dataset, config) for split, dataset in datasets.items()}
