@@ -8,37 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from streaming import StreamingDataLoader, StreamingDataset
-from streaming.base import distributed as streaming_dist
-from streaming.base.util import clean_stale_shared_memory
 from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from trainer.config import RunConfig
 from trainer.data.dataset import EvalImages, PretrainDataset, RetrievalData, check_columns, flatten_captions
+from trainer.data.streaming_env import check_world, prepare_streaming_env
 from trainer.data.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-
-def prepare_streaming_env() -> None:
-    """Call once per process at start-up, after torch.distributed is initialised, before any loader.
-
-    The deepspeed launcher sets LOCAL_SIZE, not the LOCAL_WORLD_SIZE streaming reads (without it
-    every rank acts as its node's leader and they race on shared memory). Shared memory left by a
-    crashed run is removed on local rank 0 while the other ranks wait (a barrier, when distributed).
-    Tokenizer threads are turned off: the loader forks workers, and batches are small.
-    """
-    if "LOCAL_WORLD_SIZE" not in os.environ and "LOCAL_SIZE" in os.environ:
-        os.environ["LOCAL_WORLD_SIZE"] = os.environ["LOCAL_SIZE"]
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    clean_stale_shared_memory()
+__all__ = ["Collate", "TrainLoader", "build_eval_data", "build_train_loader", "prepare_streaming_env", "tokenize"]
 
 
 def split_location(location: str, cache_dir: str, split: str) -> tuple[str, str | None]:
@@ -50,19 +36,6 @@ def split_location(location: str, cache_dir: str, split: str) -> tuple[str, str 
     if not (Path(location) / "index.json").is_file():
         raise ValueError(f"data.{split} = {location!r}: no MDS index.json there")
     return location, None
-
-
-def check_world(rank: int, world_size: int) -> None:
-    """streaming partitions by RANK / WORLD_SIZE / LOCAL_WORLD_SIZE from the environment: they must
-    describe the same process as the caller's rank and world size."""
-    seen = (streaming_dist.get_rank(), streaming_dist.get_world_size())
-    if seen != (rank, world_size):
-        raise ValueError(
-            f"loader built for rank {rank} of {world_size}, but the environment says RANK={seen[0]}"
-            f" WORLD_SIZE={seen[1]} (launch with deepspeed or torchrun, or set both variables)"
-        )
-    if world_size > 1 and "LOCAL_WORLD_SIZE" not in os.environ:
-        raise ValueError("LOCAL_WORLD_SIZE is not set: call prepare_streaming_env() at start-up")
 
 
 def tokenize(
