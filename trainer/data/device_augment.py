@@ -20,8 +20,18 @@ from torch import Tensor, nn
 
 from trainer.config import AugmentConfig
 from trainer.data.augment_params import (
-    BLUR_ON, BLUR_SIGMA, BLUR_SIGMA_RANGE, BRIGHTNESS, GRAYSCALE_ON, JITTER_ON, JITTER_ORDER, RA_FIELDS,
-    RA_FILL, RA_FIRST, RA_OPS, num_params,
+    BLUR_ON,
+    BLUR_SIGMA,
+    BLUR_SIGMA_RANGE,
+    BRIGHTNESS,
+    GRAYSCALE_ON,
+    JITTER_ON,
+    JITTER_ORDER,
+    RA_FIELDS,
+    RA_FILL,
+    RA_FIRST,
+    RA_OPS,
+    num_params,
 )
 from trainer.data.transforms import CLIP_MEAN, CLIP_STD
 

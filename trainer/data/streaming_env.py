@@ -15,7 +15,7 @@ from streaming.base.constant import SHM_TO_CLEAN
 logger = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
-STREAMING_SEGMENT = re.compile(r"\d{6}_(?:%s)" % "|".join(map(re.escape, SHM_TO_CLEAN)))
+STREAMING_SEGMENT = re.compile(r"\d{6}_(?:" + "|".join(map(re.escape, SHM_TO_CLEAN)) + ")")
 """streaming names its segments '<6-digit prefix>_<name>'."""
 
 

@@ -49,7 +49,7 @@ def load_tokenizer(name_or_path: str, *, cache_dir: str | None = None) -> PreTra
 def _auto(source: str, name: str, cache_dir: str | None) -> PreTrainedTokenizerFast:
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, cache_dir=cache_dir)
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise ValueError(f"tokenizer {name!r}: loads as {type(tokenizer).__name__}, which is not a fast tokenizer")
+        raise TypeError(f"tokenizer {name!r}: loads as {type(tokenizer).__name__}, which is not a fast tokenizer")
     return tokenizer
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class TwoViewTransform:
         image = image.convert("RGB")
         sx, sy = image.width / full[0], image.height / full[1]
         views = []
-        for box, flip in zip(boxes, flips):
+        for box, flip in zip(boxes, flips, strict=True):
             region = (box.left * sx, box.top * sy, (box.left + box.width) * sx, (box.top + box.height) * sy)
             pixels = np.asarray(image.resize((self.img_size, self.img_size), Image.Resampling.BICUBIC, box=region))
             views.append(pixels[:, ::-1] if flip else pixels)

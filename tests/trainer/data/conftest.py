@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from tests.trainer.data.data_corpus import corpus_rows, write_mds
 
+from tests.trainer.data.data_corpus import corpus_rows, write_mds
 from trainer.config import RunConfig, load
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from tests.trainer.data.data_corpus import random_image
 
+from tests.trainer.data.data_corpus import random_image
 from trainer.config import AugmentConfig
 from trainer.data import augment_params as ap
 from trainer.data import device_augment as da

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from dataprep.schema import COLUMNS
 from tests.trainer.data.data_corpus import corpus_rows, write_mds
 from trainer.config import RunConfig
 from trainer.data.loader import build_train_loader
-from dataprep.schema import COLUMNS
 
 
 def test_corrupt_image_names_the_sample(make_cfg: Callable[..., RunConfig], tmp_path: Path) -> None:

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
-import pytest
 import torch
 
 from tests.trainer.data.data_corpus import CORPUS_ROWS
@@ -111,8 +110,8 @@ def test_caption_lists_draw_one_per_epoch(make_cfg: Callable[..., RunConfig]) ->
     drawn = {i: [] for i in range(0, CORPUS_ROWS, 3)}  # rows with three captions
     for epoch in range(30):
         dataset.epoch = epoch
-        for i in drawn:
-            drawn[i].append(dataset[i]["caption"])
+        for i, captions in drawn.items():
+            captions.append(dataset[i]["caption"])
         assert dataset[1]["caption"] == "a photo of thing 1"  # a single caption, cleaned
     dataset.epoch = 4
     assert all(dataset[i]["caption"] == drawn[i][4] for i in drawn)  # the same draw on a revisit

@@ -8,8 +8,9 @@ import os
 import re
 import signal
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -139,7 +140,7 @@ def test_two_ranks_split_each_epoch(make_cfg: Callable[..., RunConfig]) -> None:
         assert local_world_size == "2", reports[rank]
         assert steps == CORPUS_ROWS // 2 // 4
     for epoch in range(2):
-        per_rank = [sum(report[3][epoch], []) for report in reports]
+        per_rank = [[i for batch in report[3][epoch] for i in batch] for report in reports]
         assert not set(per_rank[0]) & set(per_rank[1])
         assert sorted(per_rank[0] + per_rank[1]) == list(range(CORPUS_ROWS))
     assert reports[0][3][0] != reports[0][3][1]  # reshuffled between epochs

@@ -23,7 +23,7 @@ def test_bert_base_uncased_falls_back_to_the_bundled_vocab(tmp_path: Path) -> No
 
 
 def tiny_vocab(path: Path) -> Path:
-    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cat", "sat", "##s", "on"]) + "\n")
+    path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncat\nsat\n##s\non\n")
     return path
 
 
