@@ -124,6 +124,25 @@ class HeartbeatReply(Schema):
     """True once the run is CANCELLING: the trainer may save and stop before it is signalled."""
 
 
+class ErrorDetail(Schema):
+    """Every error answer: a readable message (or, for a malformed request, FastAPI's list of problems)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers with."""
+    descriptions = {
+        400: "The body cannot be parsed (not JSON, or a malformed Content-Length).",
+        401: "Missing or invalid bearer token (with a WWW-Authenticate challenge).",
+        404: "No such run or checkpoint.",
+        409: "The run is not in a state that allows this.",
+        413: "The request body is over the server's limit.",
+        422: "The request, its config or its paths are not valid; the message says which.",
+    }
+    return {code: {"model": ErrorDetail, "description": descriptions[code]} for code in codes}
+
+
 class Health(Schema):
     status: Literal["ok", "unavailable"]
     detail: str | None = None

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import yaml
 
-from api.launchers.base import LaunchError, Launcher, LaunchRequest, Status
+from api.launchers.base import Launcher, LaunchError, LaunchRequest, Status
 from api.schemas import Resources
 from api.security import hash_token, new_token
 from api.settings import Settings
@@ -102,8 +102,8 @@ class Supervisor:
         )
         try:
             handle = launcher.launch(request)
-        except LaunchError as err:
-            log.error("run %s: %s", run.id, err)
+        except Exception as err:  # whatever stops a launch fails this attempt with its reason, not the supervisor
+            log.error("run %s: %s", run.id, err, exc_info=not isinstance(err, LaunchError))
             self._end(run, RunState.FAILED, f"attempt {run.attempt} could not start: {err}")
             return
         self.store.set_handle(run.id, handle)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.launchers.base import LaunchError, Launcher, LaunchRequest, ResourceError, Status
+from api.launchers.base import Launcher, LaunchError, LaunchRequest, ResourceError, Status
 from api.launchers.local import LocalLauncher
 from api.settings import Settings
 

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from api.k8s import TrainingJobSpec, render_training_job
-from api.launchers.base import LaunchError, Launcher, LaunchRequest, ResourceError, Status
+from api.launchers.base import Launcher, LaunchError, LaunchRequest, ResourceError, Status
 from api.schemas import Resources
 from api.settings import Settings
 from trainer.config import RunConfig, dump
@@ -114,12 +114,14 @@ class KubernetesLauncher(Launcher):
             "metadata": {"name": ref.secret, "namespace": ref.namespace, "labels": {RUN_LABEL: request.run_id}},
             "stringData": {ENV_TOKEN: request.env[ENV_TOKEN]},
         }
-        try:
-            for manifest in [secret, *manifests]:
+        for manifest in [secret, *manifests]:
+            what = f"{manifest['kind']} {manifest['metadata']['name']}"
+            try:
                 self._create(manifest)
-        except ApiException as err:
-            raise LaunchError(f"Kubernetes refused {manifest['kind']} {manifest['metadata']['name']}:"
-                              f" {err.status} {err.reason}: {_message(err)}") from None
+            except ApiException as err:
+                raise LaunchError(f"Kubernetes refused {what}: {err.status} {err.reason}: {_message(err)}") from None
+            except ValueError as err:  # the typed client checks built-in kinds against its models first
+                raise LaunchError(f"the Kubernetes client refused {what}: {err}") from None
         log.info("run %s attempt %d submitted as %s %s/%s", request.run_id, request.attempt, ref.kind,
                  ref.namespace, ref.name)
         return ref.dumps()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import trainer
-from api.launchers.base import LaunchError, Launcher, LaunchRequest, ResourceError, Status
+from api.launchers.base import Launcher, LaunchError, LaunchRequest, ResourceError, Status
 from api.schemas import Resources
 from trainer.config import RunConfig
 
@@ -97,7 +97,8 @@ class LocalLauncher(Launcher):
             head = [sys.executable, "-m", "deepspeed.launcher.runner",
                     "--num_gpus", str(request.resources.procs_per_node), "--master_port", str(free_port()),
                     str(self.script)]
-        return [*head, "--config", str(config_path)]
+        resume = ["--resume", "auto"] if request.attempt > 1 else []  # a relaunch continues from its last checkpoint
+        return [*head, "--config", str(config_path), *resume]
 
     def launch(self, request: LaunchRequest) -> str:
         run_dir = self.run_dir(request.run_id)

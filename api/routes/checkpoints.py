@@ -7,12 +7,12 @@ import logging
 from fastapi import APIRouter, HTTPException, Response, status
 
 from api.deps import CheckpointId, Operator, RunId, RunOrOperator, StoreDep
-from api.schemas import CheckpointCreate, CheckpointList, CheckpointPublic
+from api.schemas import CheckpointCreate, CheckpointList, CheckpointPublic, error_responses
 from api.store import Conflict
 from api.views import checkpoint_public
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["checkpoints"])
+router = APIRouter(prefix="/v1", tags=["checkpoints"], responses=error_responses(400, 401, 404, 409, 413, 422))
 
 
 @router.post("/runs/{run_id}/checkpoints", status_code=status.HTTP_201_CREATED, dependencies=[RunOrOperator],

@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from api.deps import Operator, RunCaller, RunId, ServicesDep, SettingsDep, StoreDep
 from api.launchers.base import Launcher, ResourceError
 from api.run_config import build_run_config
-from api.schemas import Heartbeat, HeartbeatReply, RunCreate, RunList, RunPublic
+from api.schemas import Heartbeat, HeartbeatReply, RunCreate, RunList, RunPublic, error_responses
 from api.security import PathNotAllowed
 from api.states import RunState
 from api.store import Conflict, RunRow, Store, new_id
@@ -23,7 +23,7 @@ from api.views import run_public
 from trainer.config import ConfigError, dump
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=error_responses(400, 401, 404, 409, 413, 422))
 
 FOLLOW_POLL_SECONDS = 0.5
 TAIL_BYTES_PER_LINE = 512

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from api.store import Store, make_engine, migrate
+from tests.api.fake_kubernetes import FakeKubernetes
 
 FAKE_TRAINER = Path(__file__).parent / "fake_trainer.py"
 OPERATOR_TOKEN = "operator-token-for-tests-0123456789"
@@ -56,6 +57,18 @@ def live_group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(int(stat.parent.name))
     return members
+
+
+def processes_started_with(argument: str) -> dict[int, int]:
+    """pid -> process group of the live processes whose command line contains `argument`."""
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if argument.encode() in cmdline.read_bytes().split(b"\0"):
+                found[int(cmdline.parent.name)] = os.getpgid(int(cmdline.parent.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return found
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -182,8 +195,27 @@ class ApiServer:
                                      f"not {states}; API log:\n{self.log_path.read_text()[-3000:]}") from None
 
 
+def start_run(api: ApiServer, dataset: str, steps: int, *, max_attempts: int = 1, **extra: Any) -> dict[str, Any]:
+    """POST a tiny-preset run of `steps` steps on `dataset` (made with ApiServer.make_dataset)."""
+    body = {"config": {"preset": "tiny", "overrides": [
+        f"optim.max_steps={steps}", "checkpoint.every_steps=3", "log.every_steps=1", f"data.train={dataset}",
+        "data.eval=null"]}, "max_attempts": max_attempts, **extra}
+    with api.client() as client:
+        response = client.post("/v1/runs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def trainer_pids(run: dict[str, Any]) -> dict[int, int]:
+    """pid -> process group of every trainer process the run started (each writes a file)."""
+    return {int(p.name): int(p.read_text()) for p in (Path(run["output_dir"]) / "pids").glob("*")}
+
+
+ApiFactory = Callable[..., ApiServer]
+
+
 @pytest.fixture
-def api_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ApiServer]]:
+def api_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiFactory]:
     """Start API servers with extra TCL_API_* settings; all are stopped (and their runs killed) at the end."""
     servers: list[ApiServer] = []
 
@@ -205,6 +237,14 @@ def _kill_leftover_runs(runs_root: Path) -> None:
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
         except (ProcessLookupError, ValueError, PermissionError):
             pass
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKubernetes]:
+    """A fake Kubernetes API server on loopback."""
+    server = FakeKubernetes()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
     parser.add_argument("--local_rank", type=int, default=0)
+    parser.add_argument("--resume")
     args = parser.parse_args()
     cfg = load(args.config)
     behaviour = {"step_seconds": 0.05, "exit_code": 1}

@@ -67,7 +67,7 @@ class Recorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 recorder.requests.append((self.path, dict(self.headers), body))
                 code = recorder.script.pop(0) if recorder.script else 200

@@ -11,23 +11,16 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.api.conftest import OPERATOR_TOKEN, ApiServer, live_group_members, wait_for
+from tests.api.conftest import (
+    OPERATOR_TOKEN,
+    ApiFactory,
+    ApiServer,
+    live_group_members,
+    start_run,
+    trainer_pids,
+    wait_for,
+)
 from trainer.control_plane import checkpoint_digest
-
-
-def start_run(api: ApiServer, dataset: str, steps: int, *, max_attempts: int = 1, **extra: Any) -> dict[str, Any]:
-    body = {"config": {"preset": "tiny", "overrides": [
-        f"optim.max_steps={steps}", "checkpoint.every_steps=3", "log.every_steps=1", f"data.train={dataset}",
-        "data.eval=null"]}, "max_attempts": max_attempts, **extra}
-    with api.client() as client:
-        response = client.post("/v1/runs", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def trainer_pids(run: dict[str, Any]) -> dict[int, int]:
-    """pid -> process group of every trainer process the run started (each writes a file)."""
-    return {int(p.name): int(p.read_text()) for p in (Path(run["output_dir"]) / "pids").glob("*")}
 
 
 def run_token(run: dict[str, Any]) -> str:
@@ -96,6 +89,8 @@ def test_a_failed_attempt_is_relaunched_while_attempts_remain(api: ApiServer) ->
     with api.client() as client:
         log = client.get(f"/v1/runs/{run['id']}/logs", params={"tail": 1000}).text
     assert log.count("=== attempt") == 2 and "attempt 1 fails on purpose" in log
+    second = log.split("=== attempt 2: ")[1].splitlines()[0]
+    assert second.endswith("--resume auto")  # the relaunch continues from the latest checkpoint
 
 
 def test_cancel_stops_the_trainer_gracefully(api: ApiServer) -> None:
@@ -111,7 +106,7 @@ def test_cancel_stops_the_trainer_gracefully(api: ApiServer) -> None:
         assert client.post(f"/v1/runs/{run['id']}/cancel").status_code == 409
         trainer = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"})
         assert trainer.post(f"/v1/runs/{run['id']}/heartbeat", json={"step": 1}).status_code == 409
-    for pid, pgid in trainer_pids(run).items():
+    for pgid in trainer_pids(run).values():
         assert not live_group_members(pgid)
 
 
@@ -214,7 +209,7 @@ def test_no_token_reaches_the_logs(api: ApiServer) -> None:
 
 
 @pytest.mark.slow
-def test_a_cancelled_deepspeed_run_leaves_no_process_behind(api_factory) -> None:  # noqa: ANN001
+def test_a_cancelled_deepspeed_run_leaves_no_process_behind(api_factory: ApiFactory) -> None:
     api = api_factory(local_runner="deepspeed", cancel_grace_seconds="20")
     run = start_run(api, api.make_dataset("ds", step_seconds=0.2), steps=1000, resources={"procs_per_node": 2})
     api.wait_state(run["id"], {"RUNNING"}, timeout=120)
@@ -229,7 +224,7 @@ def test_a_cancelled_deepspeed_run_leaves_no_process_behind(api_factory) -> None
                for pid in pids)
 
 
-def test_a_restarted_api_reconciles_its_runs(api_factory) -> None:  # noqa: ANN001
+def test_a_restarted_api_reconciles_its_runs(api_factory: ApiFactory) -> None:
     api = api_factory()
     going = start_run(api, api.make_dataset("going", step_seconds=0.2), steps=20)
     failing = start_run(api, api.make_dataset("failing", step_seconds=0.3, fail_at_step=12, exit_code=9), steps=30)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -115,7 +115,7 @@ def test_a_cancelling_run_still_reports_progress(store: Store) -> None:
 
 
 def test_eta_from_the_rate_since_the_first_heartbeat() -> None:
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     row = RunRow(step=30, total_steps=100, rate_step=10, rate_at=t0, last_heartbeat_at=t0 + timedelta(seconds=40))
     assert eta_seconds(row) == pytest.approx(70 * 40 / 20)  # 70 steps left at 0.5 step/s
     row.step = 10  # no progress since the base: no rate yet
@@ -170,7 +170,7 @@ def test_listing_filters_pages_and_counts(store: Store) -> None:
 
 
 def test_metrics_include_live_and_recently_finished_runs(store: Store) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     live = new_run(store, RunState.RUNNING)
     recent = new_run(store, RunState.SUCCEEDED, finished_at=now - timedelta(minutes=5))
     new_run(store, RunState.FAILED, finished_at=now - timedelta(hours=3))
