@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from tcl_testing import tiny_model_config
+from tests.trainer.model.tcl_testing import TinyModels, tiny_model_config
 from trainer.config import LossConfig, ModelConfig
 from trainer.model import TCL, FeatureQueue, MomentumEncoder
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub
 
 
 @pytest.fixture
@@ -20,7 +16,7 @@ def model_cfg() -> ModelConfig:
 
 
 @pytest.fixture
-def tiny(model_cfg: ModelConfig) -> tuple[TCL, MomentumEncoder, FeatureQueue]:
+def tiny(model_cfg: ModelConfig) -> TinyModels:
     """A seeded tiny online model with its momentum copy and queues."""
     torch.manual_seed(0)
     model = TCL(model_cfg, LossConfig())

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from transformers import BertConfig
+
 from trainer.config import ModelConfig, TextConfig, VisionConfig
 from trainer.model import TCL, FeatureQueue, MomentumEncoder, TeacherOutput
 from trainer.model import mask_tokens, masked_capacity, masked_positions
@@ -21,6 +23,9 @@ BATCH = 4
 SEQ_LEN = 12
 MLM_PROBABILITY = 0.15
 
+TinyModels = tuple[TCL, MomentumEncoder, FeatureQueue]
+"""The online model, its momentum copy and the queues (the `tiny` fixture)."""
+
 
 def tiny_model_config(*, dropout: float = 0.0, img_size: int = 64, **updates: object) -> ModelConfig:
     """The tiny model; dropout 0 by default so that a forward can be recomputed exactly."""
@@ -30,6 +35,17 @@ def tiny_model_config(*, dropout: float = 0.0, img_size: int = 64, **updates: ob
         max_position_embeddings=64, dropout=dropout,
     )
     return ModelConfig(vision=vision, text=text, embed_dim=32, queue_size=64, **updates)
+
+
+def hf_bert_config(cfg: TextConfig, layers: int, **updates: object) -> BertConfig:
+    """A transformers BertConfig of the same sizes as our text config, with `layers` layers."""
+    sizes: dict[str, object] = dict(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps, hidden_act="gelu",
+    )
+    return BertConfig(**{**sizes, **updates})
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tcl_references import cma_reference, imc_reference, lmi_reference
+from tests.trainer.model.tcl_references import cma_reference, imc_reference, lmi_reference
 from trainer.losses import cma_loss, imc_loss, lmi_loss
 
 B, D = 4, 32

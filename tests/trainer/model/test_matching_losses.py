@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tcl_references import IGNORE, itm_reference, log_softmax, mlm_reference
+from tests.trainer.model.tcl_references import IGNORE, itm_reference, log_softmax, mlm_reference
 from trainer.losses import IGNORE_INDEX, itm_loss, mlm_loss, sample_hard_negatives
 
 # Chi-square critical value at p = 0.001 for 3 degrees of freedom (4 categories).
