@@ -4,6 +4,7 @@ a Hugging Face BERT (name or local directory) for the text side. Each returns a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +34,13 @@ class LoadReport:
                 f" {len(self.unexpected)} unexpected")
 
 
-def load_matching(module: nn.Module, state: dict[str, Tensor], source: str) -> LoadReport:
-    """Copy `state` into `module`'s parameters by name. A shape mismatch is an error naming the key."""
+def load_matching(
+    module: nn.Module, state: dict[str, Tensor], source: str, dropped: Iterable[str] = ()
+) -> LoadReport:
+    """Copy `state` into `module`'s parameters by name. A shape mismatch is an error naming the key.
+    `dropped`: checkpoint keys already discarded before `state` was made, reported as unexpected."""
     own = module.state_dict()
-    report = LoadReport(source=source, unexpected=sorted(set(state) - set(own)))
+    report = LoadReport(source=source, unexpected=sorted((set(state) - set(own)) | set(dropped)))
     for name, target in own.items():
         if name not in state:
             report.missing.append(name)
@@ -93,9 +97,11 @@ def load_text_weights(text_model: nn.Module, init: str) -> LoadReport:
 
     try:
         config = AutoConfig.from_pretrained(init)
-        hf = BertForMaskedLM.from_pretrained(init, config=config)
+        hf, info = BertForMaskedLM.from_pretrained(init, config=config, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise WeightLoadError(f"text init {init!r}: cannot load a BERT from it: {err}") from err
-    tied = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
-    state = {k: v for k, v in hf.state_dict().items() if k not in tied}
-    return load_matching(text_model, state, source=f"text:{init}")
+    # What transformers initialised itself (the MLM head of a BertModel checkpoint) is not pretrained: it is
+    # left out, so it stays at our init and is reported missing; what it dropped (pooler, NSP head) is unexpected.
+    fresh = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias", *info["missing_keys"]}
+    state = {k: v for k, v in hf.state_dict().items() if k not in fresh}
+    return load_matching(text_model, state, source=f"text:{init}", dropped=info["unexpected_keys"])
