@@ -22,7 +22,8 @@ class _OwnLogsOnly(logging.Filter):
         return record.name.startswith("dataprep") or record.levelno >= logging.ERROR
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
+    """Log lines to stderr for a command-line run (dataprep's at INFO, other libraries' errors only)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not verbose:
@@ -44,5 +45,5 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; returns the exit status (0 ok, 1 failed check, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     return args.run(args)

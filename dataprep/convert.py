@@ -23,9 +23,9 @@ from dataprep.parallel import ordered_map
 from dataprep.process import Accepted, Outcome, process_batch
 from dataprep.records import Item, Reject, RejectReason, SourceRecord
 from dataprep.schema import Manifest
-from dataprep.sources import SourceError, SourceSpec, count_source
+from dataprep.sources import SourceSpec, count_source
 from dataprep.split import SPLITS, Split, assign_splits
-from dataprep.storage import Store, is_remote, join, open_store
+from dataprep.storage import Store, join, open_store
 from dataprep.writer import ChunkReport, ChunkWriter, ShardOptions, chunk_name, finalize_dataset
 
 logger = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def _shard_rows(shard: dict[str, Any], data: bytes) -> Iterator[dict[str, Any]]:
     reader = MDSReader.from_json("", None, shard)
     count = int(np.frombuffer(data, np.uint32, count=1)[0])
     offsets = np.frombuffer(data, np.uint32, count=count + 1, offset=4)
-    for begin, end in zip(offsets[:-1], offsets[1:], strict=True):
+    for begin, end in pairwise(offsets):
         yield reader.decode_sample(data[begin:end])
 
 

@@ -12,8 +12,10 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 S3_SCHEME = "s3://"
@@ -48,9 +50,6 @@ class Store(ABC):
     def url(self, path: str = "") -> str:
         return join(self.uri, path)
 
-    def child(self, path: str) -> Store:
-        return open_store(self.url(path)) if path else self
-
     @abstractmethod
     def read_bytes(self, path: str) -> bytes:
         """The file's bytes; FileNotFoundError if it is not there."""
@@ -71,8 +70,8 @@ class Store(ABC):
         """Delete every file below prefix (the whole folder when prefix is '')."""
 
     @abstractmethod
-    def download(self, path: str, local: Path) -> None:
-        """Copy the file to a local path."""
+    def local_copy(self, path: str) -> AbstractContextManager[Path]:
+        """The file as a local path while the context lasts (a temporary download for a remote file)."""
 
     def read_text(self, path: str) -> str:
         return self.read_bytes(path).decode()
@@ -125,8 +124,9 @@ class LocalStore(Store):
         elif target.exists():
             target.unlink()
 
-    def download(self, path: str, local: Path) -> None:
-        shutil.copyfile(self._path(path), local)
+    @contextmanager
+    def local_copy(self, path: str) -> Iterator[Path]:
+        yield self._path(path)
 
 
 class S3Store(Store):
@@ -178,8 +178,12 @@ class S3Store(Store):
             objects = [{"Key": key} for key in keys[start : start + 1000]]
             s3_client().delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
 
-    def download(self, path: str, local: Path) -> None:
-        s3_client().download_file(self.bucket, self._key(path), str(local))
+    @contextmanager
+    def local_copy(self, path: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="dataprep-") as folder:
+            local = Path(folder, PurePosixPath(path).name)
+            s3_client().download_file(self.bucket, self._key(path), str(local))  # retries, unlike a stream
+            yield local
 
 
 def open_store(uri: str | Path) -> Store:

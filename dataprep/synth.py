@@ -43,7 +43,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (250, 125, 195),
     "brown": (135, 80, 30),
 }
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (245, 245, 245), "black": (15, 15, 15), "grey": (128, 128, 128)}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (245, 245, 245), "black": (15, 15, 15), "grey": (128, 128, 128),
+}
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 POSITIONS: dict[str, tuple[float, float]] = {  # slot centre as a fraction of the image side
     "centre": (0.5, 0.5), "left": (0.19, 0.5), "right": (0.81, 0.5), "top": (0.5, 0.19), "bottom": (0.5, 0.81),

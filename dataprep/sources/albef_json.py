@@ -15,6 +15,7 @@ from dataprep.sources.base import SourceError, SourceSpec, load_json, record_fro
 def read(spec: SourceSpec) -> Iterator[Item]:
     entries = load_json(spec.path)
     if not isinstance(entries, list):
-        raise SourceError(f"{spec.path}: expected a JSON list of {{image, caption}} objects, found {type(entries).__name__}")
+        found = type(entries).__name__
+        raise SourceError(f"{spec.path}: expected a JSON list of {{image, caption}} objects, found {found}")
     for index, entry in enumerate(entries):
         yield record_from_fields(spec, str(index), entry, "image", "caption")

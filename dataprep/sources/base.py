@@ -52,6 +52,11 @@ class SourceSpec(BaseModel):
         return Reject(source=self.source_name, file=file or self.path, key=key, reason=reason, detail=detail)
 
 
+def require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: no such file")
+
+
 def load_json(path: str) -> Any:
     """A whole JSON file, or a SourceError that says what is wrong with it."""
     try:

@@ -9,15 +9,12 @@ import json
 from collections.abc import Iterator
 
 from dataprep.records import Item, RejectReason
-from dataprep.sources.base import SourceError, SourceSpec, record_from_fields
+from dataprep.sources.base import SourceSpec, record_from_fields, require_file
 
 
 def read(spec: SourceSpec) -> Iterator[Item]:
-    try:
-        file = open(spec.path, "rb")
-    except FileNotFoundError:
-        raise SourceError(f"{spec.path}: no such file") from None
-    with file:
+    require_file(spec.path)
+    with open(spec.path, "rb") as file:
         for number, line in enumerate(file, start=1):
             key = str(number)
             if not line.strip():

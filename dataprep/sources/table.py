@@ -11,16 +11,13 @@ import csv
 from collections.abc import Iterator
 
 from dataprep.records import Item, RejectReason, SourceRecord, is_utf8_text
-from dataprep.sources.base import SourceError, SourceSpec
+from dataprep.sources.base import SourceError, SourceSpec, require_file
 
 
 def read(spec: SourceSpec) -> Iterator[Item]:
     delimiter = "\t" if spec.format == "tsv" else ","
-    try:
-        file = open(spec.path, "rb")
-    except FileNotFoundError:
-        raise SourceError(f"{spec.path}: no such file") from None
-    with file:
+    require_file(spec.path)
+    with open(spec.path, "rb") as file:
         reader = csv.reader((line.decode("utf-8", "surrogateescape") for line in file), delimiter=delimiter)
         header = next(reader, None)
         if header is None:
@@ -28,14 +25,17 @@ def read(spec: SourceSpec) -> Iterator[Item]:
         header[0] = header[0].removeprefix("\ufeff")
         missing = [c for c in (spec.image_column, spec.caption_column) if c not in header]
         if missing:
-            raise SourceError(f"{spec.path}: no column {missing} in the header {header} (set image_column / caption_column)")
+            raise SourceError(
+                f"{spec.path}: no column {missing} in the header {header} (set image_column / caption_column)"
+            )
         image_at, caption_at = header.index(spec.image_column), header.index(spec.caption_column)
         for row in reader:
             key = str(reader.line_num)
             if not row:
                 continue
             if len(row) != len(header):
-                yield spec.reject(key, RejectReason.MALFORMED_RECORD, f"expected {len(header)} fields, found {len(row)}")
+                detail = f"expected {len(header)} fields, found {len(row)}"
+                yield spec.reject(key, RejectReason.MALFORMED_RECORD, detail)
             elif not all(is_utf8_text(field) for field in row):
                 yield spec.reject(key, RejectReason.UNDECODABLE_TEXT, "the line holds bytes that are not UTF-8")
             elif not row[image_at]:

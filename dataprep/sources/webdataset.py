@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
 
 from dataprep.records import Item, RejectReason, SourceRecord
 from dataprep.sources.base import SourceError, SourceSpec
@@ -35,17 +32,6 @@ def _shards(spec: SourceSpec) -> tuple[Store, list[str]]:
     if not names:
         raise SourceError(f"{spec.path}: no .tar files there")
     return store, names
-
-
-@contextmanager
-def _local_copy(store: Store, name: str) -> Iterator[Path]:
-    if not is_remote(store.uri):
-        yield Path(store.url(name))
-        return
-    with tempfile.TemporaryDirectory(prefix="dataprep-tar-") as folder:
-        local = Path(folder, PurePosixPath(name).name)
-        store.download(name, local)
-        yield local
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -98,7 +84,7 @@ def read(spec: SourceSpec) -> Iterator[Item]:
     store, names = _shards(spec)
     for name in names:
         file = store.url(name)
-        with _local_copy(store, name) as local:
+        with store.local_copy(name) as local:
             try:
                 with tarfile.open(local) as archive:
                     for key, members in _grouped_members(archive):

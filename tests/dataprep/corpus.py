@@ -210,7 +210,7 @@ def _tables(b: _Builder) -> None:
 def _jsonl(b: _Builder) -> None:
     lines = []
     for i in range(2):
-        ref, image, data = b.plain(f"line{i}.webp", 44, 33, "WEBP")
+        ref, image, _ = b.plain(f"line{i}.webp", 44, 33, "WEBP")
         lines.append(json.dumps({"img": ref, "text": f"Line {i}!"}).encode())
         b.expect(f"lines:{len(lines)}", f"line {i}", image, (44, 33))
     lines.append(b"")  # blank lines are skipped but counted

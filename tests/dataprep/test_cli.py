@@ -14,7 +14,7 @@ from dataprep.cli import main
 from dataprep.job import JOB_FILE
 from dataprep.reader import load_manifest
 from dataprep.storage import open_store
-from tests.dataprep.corpus import build_corpus, encode, picture
+from tests.dataprep.corpus import encode, picture
 
 REPO = Path(__file__).resolve().parents[2]
 

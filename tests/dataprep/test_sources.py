@@ -26,7 +26,8 @@ def test_every_corpus_source_counts_what_it_yields(tmp_path: Path) -> None:
 
 def test_records_carry_paths_keys_and_captions_as_written(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
-    path.write_text(json.dumps([{"image": "x/1.jpg", "caption": ["One.", "Two"]}, {"image": "/abs/2.jpg", "caption": "s"}]))
+    entries = [{"image": "x/1.jpg", "caption": ["One.", "Two"]}, {"image": "/abs/2.jpg", "caption": "s"}]
+    path.write_text(json.dumps(entries))
     first, second = read_source(SourceSpec(format="albef_json", path=str(path), image_root="/data"))
     assert first == SourceRecord(source="a", file=str(path), key="0", caption=["One.", "Two"], image_ref="x/1.jpg",
                                  image_path="/data/x/1.jpg")

@@ -68,7 +68,7 @@ def test_inspect_prints_counts_caption_statistics_and_examples(tmp_path: Path, c
     assert "- t:2" not in out
 
 
-def test_unfinished_or_foreign_locations_are_reported_not_crashed_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_unfinished_datasets_are_reported_not_crashed_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     writer = ChunkWriter(open_store(tmp_path), "chunk-00000", SMALL_SHARDS)
     for row in rows(3, [2]):
         writer.write(row)
