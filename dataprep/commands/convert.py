@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_USAGE_ERRORS = "exit status 0: done; 1: more rejects than allowed (the datasets are complete); 2: bad input"
+_EXIT_STATUSES = "exit status 0: done; 1: more rejects than allowed (the datasets are complete); 2: bad input"
 
 # flag dest -> where its value goes in ConvertConfig
 _FLAG_FIELDS: dict[str, tuple[str, ...]] = {
@@ -31,7 +31,7 @@ def convert_command_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     parser = subparsers.add_parser(
         "convert", help="convert corpora to MDS shards (local folder or s3://bucket/prefix)",
         description="Convert image-text corpora to MDS datasets. Resumable: rerun the same command after a "
-        "crash to continue; a finished job is not redone.", epilog=_USAGE_ERRORS,
+        "crash to continue; a finished job is not redone.", epilog=_EXIT_STATUSES,
     )
     parser.add_argument("out", nargs="?", help="output folder or s3://bucket/prefix (or `out` in --config)")
     parser.add_argument("--config", type=Path, help="YAML/JSON with ConvertConfig fields; flags override it")

@@ -53,16 +53,16 @@ class SourceSpec(BaseModel):
 
 
 def require_file(path: str) -> None:
+    """Fail with the path in the message, before a reader starts."""
     if not os.path.isfile(path):
         raise SourceError(f"{path}: no such file")
 
 
 def load_json(path: str) -> Any:
     """A whole JSON file, or a SourceError that says what is wrong with it."""
+    require_file(path)
     try:
         return json.loads(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SourceError(f"{path} is not a valid UTF-8 JSON file: {error}") from None
 

@@ -29,7 +29,14 @@ def read(spec: SourceSpec) -> Iterator[Item]:
                 f"{spec.path}: no column {missing} in the header {header} (set image_column / caption_column)"
             )
         image_at, caption_at = header.index(spec.image_column), header.index(spec.caption_column)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # a NUL byte, a field over the size limit (an unclosed quote)
+                yield spec.reject(str(reader.line_num), RejectReason.MALFORMED_RECORD, f"not CSV: {error}")
+                continue
             key = str(reader.line_num)
             if not row:
                 continue

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dataprep.cli import main
+from dataprep.reader import iter_rows
 from dataprep.schema import MANIFEST_NAME
 from dataprep.storage import open_store
 from dataprep.verify import verify_dataset
@@ -89,3 +90,11 @@ def test_a_rewritten_chunk_drops_what_an_interrupted_attempt_left(tmp_path: Path
     report = writer.finish()
     assert not stale.exists()
     assert [s.basename for s in report.shards] == ["chunk-00000/shard.00000.mds"]
+
+
+def test_compressed_shards_verify_and_read_back(tmp_path: Path) -> None:
+    written = rows(6, [1, 3])
+    manifest = write_dataset(open_store(tmp_path), written, ShardOptions(compression="zstd"), job="test")
+    assert [s.basename for s in manifest.shards] == ["chunk-00000/shard.00000.mds.zstd"]
+    assert verify_dataset(str(tmp_path)).ok
+    assert [{k: row[k] for k in written[0]} for row in iter_rows(open_store(tmp_path))] == written
