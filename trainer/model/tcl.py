@@ -114,8 +114,12 @@ class TCL(DualEncoder):
             cma=bool(w.cma_i2t or w.cma_t2i), imc=bool(w.imc_i2i or w.imc_t2t),
         )
         if w.lmi_image:
+            if teacher.image_locals is None:
+                raise ValueError("lmi_image has a non-zero weight but the teacher output has no image locals")
             terms["lmi_image"] = kernels.local_mutual_information(img, teacher.image_locals, None, temp)
         if w.lmi_text:
+            if teacher.text_locals is None or teacher.text_local_mask is None:
+                raise ValueError("lmi_text has a non-zero weight but the teacher output has no text locals")
             terms["lmi_text"] = kernels.local_mutual_information(txt, teacher.text_locals, teacher.text_local_mask, temp)
 
         # All fusion passes (ITM positives, ITM negatives, MLM) in one call over shared image keys/values.
@@ -149,5 +153,8 @@ class TCL(DualEncoder):
                     self.text.mlm_hidden(mlm_fused), self.text.decoder_weight, self.text.cls.predictions.bias,
                     teacher.mlm_logits, mlm_labels, alpha,
                 )
-        loss = weighted_total(terms, w.weights())
+        # CMA and IMC come in pairs: drop a direction of weight 0 that was computed with its partner.
+        weights = w.weights()
+        terms = {name: value for name, value in terms.items() if weights[name]}
+        loss = weighted_total(terms, weights)
         return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
