@@ -90,7 +90,8 @@ class Supervisor:
         token = new_token()
         try:
             run = self.store.transition(
-                run.id, RunState.STARTING, expected={RunState(run.state)}, reason=reason, attempt=RunRow.attempt + 1, token_hash=hash_token(token),
+                run.id, RunState.STARTING, expected={RunState(run.state)}, reason=reason,
+                attempt=RunRow.attempt + 1, token_hash=hash_token(token),
                 handle=None, started_at=utcnow(), rate_at=None, rate_step=None,
             )
         except Conflict:  # cancelled meanwhile

@@ -33,7 +33,8 @@ def run_public(row: RunRow, latest: CheckpointRow | None) -> RunPublic:
         eta_seconds=eta_seconds(row), metrics=row.metrics or {}, last_heartbeat_at=row.last_heartbeat_at,
     )
     return RunPublic(
-        id=row.id, name=row.name, state=RunState(row.state), reason=row.reason, launcher=row.launcher,  # type: ignore[arg-type]
+        id=row.id, name=row.name, state=RunState(row.state), reason=row.reason,
+        launcher=row.launcher,  # type: ignore[arg-type]  # stored from a validated LauncherName
         resources=Resources.model_validate(row.resources), attempt=row.attempt, max_attempts=row.max_attempts,
         output_dir=row.output_dir, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, updated_at=row.updated_at, progress=progress,

@@ -67,7 +67,7 @@ def _finite_or_none(metrics: Mapping[str, float]) -> dict[str, float | None]:
 class ControlPlane:
     """Posts a run's progress and checkpoints to the API with the run's own bearer token."""
 
-    def __init__(self, url: str, run_id: str, token: str, timeout: float = 5.0, retry_delay: float = 1.0) -> None:
+    def __init__(self, url: str, run_id: str, token: str, timeout: float = 5.0, retry_delay: float = 0.5) -> None:
         self.base = f"{url.rstrip('/')}/v1/runs/{run_id}"
         self.run_id = run_id
         self._token = token
@@ -91,12 +91,12 @@ class ControlPlane:
         metrics: Mapping[str, float],
     ) -> None:
         """Report progress; the first heartbeat moves the run from STARTING to RUNNING.
-        One retry only: the next heartbeat supersedes a lost one."""
+        Not retried: the next heartbeat supersedes a lost one, and training does not wait."""
         body = {
             "step": step, "total_steps": total_steps, "epoch": epoch,
             "samples_per_sec": samples_per_sec, "metrics": _finite_or_none(metrics),
         }
-        self._post("/heartbeat", body, attempts=2)
+        self._post("/heartbeat", body, attempts=1)
 
     def register_checkpoint(self, path: Path, step: int, metrics: Mapping[str, float]) -> None:
         """Register a completely written checkpoint (file or directory) with its digest and size."""
@@ -105,7 +105,7 @@ class ControlPlane:
             "uri": Path(path).resolve().as_uri(), "step": step, "metrics": _finite_or_none(metrics),
             "size_bytes": size, "digest": digest,
         }
-        self._post("/checkpoints", body, attempts=4)
+        self._post("/checkpoints", body, attempts=3)
 
     def _post(self, path: str, body: dict[str, Any], attempts: int) -> bool:
         """POST JSON; retry network errors and 5xx, give up quietly on 4xx. True when accepted."""

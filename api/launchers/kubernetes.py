@@ -165,7 +165,8 @@ class KubernetesLauncher(Launcher):
                 return Status(running=False, exit_code=0)
             if condition.get("type") == "Failed":
                 why = ": ".join(p for p in (condition.get("reason"), condition.get("message")) if p)
-                return Status(running=False, exit_code=1, detail=f"{ref.kind} {ref.name} failed" + (f" ({why})" if why else ""))
+                detail = f"{ref.kind} {ref.name} failed" + (f" ({why})" if why else "")
+                return Status(running=False, exit_code=1, detail=detail)
         return Status(running=True)
 
     def stop(self, run_id: str, handle: str, *, force: bool) -> None:

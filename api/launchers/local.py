@@ -80,7 +80,8 @@ class LocalLauncher(Launcher):
 
     def check(self, run_id: str, config: RunConfig, resources: Resources) -> None:
         if resources.nodes != 1:
-            raise ResourceError(f"the local launcher runs on one node, not {resources.nodes}; use the kubernetes launcher")
+            raise ResourceError(f"the local launcher runs on one node, not {resources.nodes};"
+                                " use the kubernetes launcher")
         if resources.gpus_per_proc > 1:
             raise ResourceError("the local launcher gives each rank at most one GPU (gpus_per_proc 0 or 1)")
         if self.runner == "python" and resources.procs_per_node != 1:

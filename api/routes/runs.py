@@ -39,9 +39,11 @@ def create_run(body: RunCreate, services: ServicesDep, settings: SettingsDep) ->
     fewer than max_active_runs are launched."""
     launcher = services.launchers.get(body.launcher)
     if launcher is None:
-        raise HTTPException(422, f"launcher {body.launcher!r} is not enabled here (enabled: {', '.join(services.launchers)})")
+        enabled = ", ".join(services.launchers)
+        raise HTTPException(422, f"launcher {body.launcher!r} is not enabled here (enabled: {enabled})")
     if body.max_attempts > settings.max_attempts:
-        raise HTTPException(422, f"max_attempts {body.max_attempts} exceeds this server's limit {settings.max_attempts}")
+        raise HTTPException(422, f"max_attempts {body.max_attempts} exceeds this server's limit"
+                                 f" {settings.max_attempts}")
     run_id = new_id()
     try:
         config = build_run_config(body.config, settings, launcher.placement(run_id))

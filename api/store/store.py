@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -24,6 +24,7 @@ from api.states import LAUNCHED, RunState, sources_of
 from api.store.models import CheckpointRow, RunRow, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+Row = TypeVar("Row", RunRow, CheckpointRow)
 
 
 class NotFound(LookupError):
@@ -64,6 +65,22 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def _compare_and_set(session: Session, run_id: str, states: Iterable[RunState], values: dict[str, Any],
+                     refusal: str) -> None:
+    """Update the run only if it is in one of `states`; else NotFound, or Conflict naming its state."""
+    result = session.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.state.in_([s.value for s in states]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = session.get(RunRow, run_id)
+        if current is None:
+            raise NotFound(f"no run {run_id}")
+        raise Conflict(f"run {run_id} is {current.state}{refusal}")
+
+
 class Store:
     """Runs and checkpoints behind short transactions; returned rows are detached snapshots."""
 
@@ -96,12 +113,15 @@ class Store:
             session.add(row)
         return row
 
-    def get_run(self, run_id: str) -> RunRow:
+    def _get(self, model: type[Row], key: str, what: str) -> Row:
         with self._session() as session:
-            row = session.get(RunRow, run_id)
+            row = session.get(model, key)
             if row is None:
-                raise NotFound(f"no run {run_id}")
+                raise NotFound(f"no {what} {key}")
             return row
+
+    def get_run(self, run_id: str) -> RunRow:
+        return self._get(RunRow, run_id, "run")
 
     def list_runs(self, *, state: RunState | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRow], int]:
         """A page of runs, newest first, and the total count of the filter."""
@@ -136,17 +156,7 @@ class Store:
         if target.terminal:
             values["finished_at"] = values["updated_at"]
         with self._session() as session:
-            result = session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.state.in_([s.value for s in sources]))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                current = session.get(RunRow, run_id)
-                if current is None:
-                    raise NotFound(f"no run {run_id}")
-                raise Conflict(f"run {run_id} is {current.state}; it cannot become {target.value}")
+            _compare_and_set(session, run_id, sources, values, f"; it cannot become {target.value}")
         return self.get_run(run_id)
 
     def set_handle(self, run_id: str, handle: str) -> None:
@@ -162,23 +172,15 @@ class Store:
                 .where(RunRow.id == run_id, RunRow.state == RunState.STARTING.value)
                 .values(state=RunState.RUNNING.value)
             )
-            result = session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.state.in_([RunState.RUNNING.value, RunState.CANCELLING.value]))
-                .values(
-                    step=beat.step, total_steps=beat.total_steps, epoch=beat.epoch,
-                    samples_per_sec=beat.samples_per_sec, metrics=dict(beat.metrics), last_heartbeat_at=now,
-                    updated_at=now,
-                    rate_step=case((RunRow.rate_at.is_(None), beat.step), else_=RunRow.rate_step),
-                    rate_at=func.coalesce(RunRow.rate_at, now),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                current = session.get(RunRow, run_id)
-                if current is None:
-                    raise NotFound(f"no run {run_id}")
-                raise Conflict(f"run {run_id} is {current.state}: it takes no heartbeats")
+            progress = {
+                "step": beat.step, "total_steps": beat.total_steps, "epoch": beat.epoch,
+                "samples_per_sec": beat.samples_per_sec, "metrics": dict(beat.metrics), "last_heartbeat_at": now,
+                "updated_at": now,
+                "rate_step": case((RunRow.rate_at.is_(None), beat.step), else_=RunRow.rate_step),
+                "rate_at": func.coalesce(RunRow.rate_at, now),
+            }
+            _compare_and_set(session, run_id, {RunState.RUNNING, RunState.CANCELLING}, progress,
+                             ": it takes no heartbeats")
         return self.get_run(run_id)
 
     # checkpoints
@@ -202,7 +204,8 @@ class Store:
             if existing is None:
                 raise
             if (existing.digest, existing.step, existing.size_bytes) != (new.digest, new.step, new.size_bytes):
-                raise Conflict(f"checkpoint {new.uri} is already registered with another digest, step or size") from None
+                raise Conflict(f"checkpoint {new.uri} is already registered with another digest,"
+                               " step or size") from None
             return existing, False
 
     def _checkpoint_at(self, run_id: str, uri: str) -> CheckpointRow | None:
@@ -210,11 +213,7 @@ class Store:
             return session.scalar(select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.uri == uri))
 
     def get_checkpoint(self, checkpoint_id: str) -> CheckpointRow:
-        with self._session() as session:
-            row = session.get(CheckpointRow, checkpoint_id)
-            if row is None:
-                raise NotFound(f"no checkpoint {checkpoint_id}")
-            return row
+        return self._get(CheckpointRow, checkpoint_id, "checkpoint")
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointRow]:
         """The run's checkpoints by step (then registration order)."""

@@ -247,9 +247,9 @@ def fake() -> Iterator[FakeKubernetes]:
     server.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """One API for a whole test module (the stand-in trainer runs as one plain process)."""
+    """One API shared by the tests that need no special settings (the stand-in trainer as one plain process)."""
     server = ApiServer(tmp_path_factory.mktemp("api")).start()
     yield server
     server.stop()

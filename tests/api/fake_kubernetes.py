@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 # /api/v1/namespaces/ns/configmaps[/name[/status|/log]] or /apis/group/version/namespaces/ns/plural[...]
-_PATH = re.compile(r"^(?P<collection>/apis?/(?:[^/]+/)?[^/]+/namespaces/[^/]+/[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?$")
+_PATH = re.compile(r"^(?P<collection>/apis?/(?:[^/]+/)?[^/]+/namespaces/[^/]+/[^/]+)"
+                   r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?$")
 
 
 @dataclass

@@ -6,6 +6,8 @@ What it does comes from `<data.train>/behaviour.json` (every key optional):
   fail_at_step (none)      exit with exit_code at this step
   exit_code (1)
   stall_at_step (none)     after this step's reports, sleep until signalled
+  ignore_sigterm (false)   go on after SIGTERM (only SIGKILL stops it)
+  hold_until (none)        a file: step hold_at_step (default: the last) waits for it to exist
   fail_attempts (none)     the first n attempts fail at once (attempts are counted with files
                            in output_dir)
 Steps: optim.max_steps; heartbeats every log.every_steps; a checkpoint directory every
@@ -56,6 +58,9 @@ def main() -> int:
             return int(behaviour["exit_code"])
 
     def on_sigterm(*_: object) -> None:
+        if behaviour.get("ignore_sigterm"):
+            print("SIGTERM: ignored", flush=True)
+            return
         print("SIGTERM: stopping", flush=True)
         sys.exit(143)
 
@@ -64,6 +69,9 @@ def main() -> int:
     total = cfg.optim.max_steps or 10
     for step in range(1, total + 1):
         time.sleep(behaviour["step_seconds"])
+        hold = behaviour.get("hold_until")
+        while hold and step == behaviour.get("hold_at_step", total) and not Path(hold).exists():
+            time.sleep(0.05)
         if step == behaviour.get("fail_at_step"):
             print(f"step {step}: failing on purpose", flush=True)
             return int(behaviour["exit_code"])

@@ -121,9 +121,13 @@ def test_server_errors_are_retried_and_refusals_are_not(recorder: Recorder, chec
     client.register_checkpoint(checkpoint, 6, {})
     assert len(recorder.requests) == 1
     recorder.requests.clear()
-    recorder.script = [500, 500, 500]
-    client.heartbeat(1, None, None, None, {})  # heartbeats try twice, then give up quietly
-    assert len(recorder.requests) == 2
+    recorder.script = [500, 500, 500, 500]
+    client.register_checkpoint(checkpoint, 6, {})  # three tries, then it gives up quietly
+    assert len(recorder.requests) == 3
+    recorder.requests.clear()
+    recorder.script = [500]
+    client.heartbeat(1, None, None, None, {})  # one try: the next heartbeat supersedes it
+    assert len(recorder.requests) == 1
 
 
 def test_an_unreachable_api_never_raises_into_training(caplog: pytest.LogCaptureFixture) -> None:

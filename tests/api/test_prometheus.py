@@ -14,7 +14,7 @@ import yaml
 from tests.api.conftest import OPERATOR_TOKEN, ApiFactory, ApiServer, free_port, start_run, wait_for
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prometheus(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("prometheus")
     assert binary, "the prometheus binary is missing: apt-get install -y prometheus"
@@ -29,8 +29,9 @@ def prometheus(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     url = f"http://127.0.0.1:{free_port()}"
     with (root / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen([binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-                                 f"--web.listen-address={url.removeprefix('http://')}"], stdout=log, stderr=subprocess.STDOUT)
+        command = [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+                   f"--web.listen-address={url.removeprefix('http://')}"]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _ready(url), 60, "Prometheus to be ready")
         yield url

@@ -182,18 +182,20 @@ def test_request_bodies_over_the_limit_get_413(api: ApiServer) -> None:
 def test_every_endpoint_but_health_needs_the_token(api: ApiServer) -> None:
     schema = httpx.get(f"{api.url}/openapi.json").json()
     some_id = "a" * 32
+    clients = {token: api.client(token) for token in (None, "wrong-token")}
     for path, operations in schema["paths"].items():
         url = path.replace("{run_id}", some_id).replace("{checkpoint_id}", some_id)
         for method in operations:
-            for token in (None, "wrong-token"):
-                with api.client(token) as client:
-                    response = client.request(method, url, json={})
+            for token, client in clients.items():
+                response = client.request(method, url, json={})
                 if path in ("/healthz", "/readyz"):
                     assert response.status_code == 200
                     continue
                 assert response.status_code == 401, f"{method} {path}"
                 challenge = response.headers["WWW-Authenticate"]
                 assert challenge.startswith("Bearer") and ("invalid_token" in challenge) == (token is not None)
+    for client in clients.values():
+        client.close()
 
 
 def test_no_token_reaches_the_logs(api: ApiServer) -> None:
@@ -206,6 +208,25 @@ def test_no_token_reaches_the_logs(api: ApiServer) -> None:
     for log in (api.log_path, Path(run["output_dir"]).parent / "train.log"):
         text = log.read_text()
         assert OPERATOR_TOKEN not in text and token not in text
+
+
+def test_runs_queue_beyond_the_limit_and_a_stubborn_trainer_is_killed(api_factory: ApiFactory) -> None:
+    api = api_factory(max_active_runs="1", cancel_grace_seconds="0.5")
+    stubborn = start_run(api, api.make_dataset("stubborn", stall_at_step=1, ignore_sigterm=True), steps=10)
+    api.wait_state(stubborn["id"], {"RUNNING"})
+    queued = start_run(api, api.make_dataset("queued"), steps=2)
+    dropped = start_run(api, api.make_dataset("dropped"), steps=2)
+    with api.client() as client:
+        assert client.get(f"/v1/runs/{queued['id']}").json()["state"] == "PENDING"  # one run at a time
+        cancelled = client.post(f"/v1/runs/{dropped['id']}/cancel").json()
+        assert (cancelled["state"], cancelled["reason"]) == ("CANCELLED", "cancelled before launch")
+        client.post(f"/v1/runs/{stubborn['id']}/cancel")
+        stubborn = api.wait_state(stubborn["id"], {"CANCELLED"})
+        assert "SIGTERM: ignored" in client.get(f"/v1/runs/{stubborn['id']}/logs").text  # then SIGKILL
+    for pgid in trainer_pids(stubborn).values():
+        assert not live_group_members(pgid)
+    assert api.wait_state(queued["id"], {"SUCCEEDED"})["attempt"] == 1
+    assert api.wait_state(dropped["id"], {"CANCELLED"})["attempt"] == 0  # never launched
 
 
 @pytest.mark.slow
@@ -226,18 +247,23 @@ def test_a_cancelled_deepspeed_run_leaves_no_process_behind(api_factory: ApiFact
 
 def test_a_restarted_api_reconciles_its_runs(api_factory: ApiFactory) -> None:
     api = api_factory()
-    going = start_run(api, api.make_dataset("going", step_seconds=0.2), steps=20)
-    failing = start_run(api, api.make_dataset("failing", step_seconds=0.3, fail_at_step=12, exit_code=9), steps=30)
+    release_going, release_failing = api.root / "release-going", api.root / "release-failing"
+    going = start_run(api, api.make_dataset("going", step_seconds=0.05, hold_until=str(release_going)), steps=20)
+    failing = start_run(api, api.make_dataset("failing", step_seconds=0.05, hold_until=str(release_failing),
+                                              hold_at_step=2, fail_at_step=2, exit_code=9), steps=30)
     killed = start_run(api, api.make_dataset("killed", step_seconds=0.3), steps=300)
     for run in (going, failing, killed):
         api.wait_state(run["id"], {"RUNNING"})
     api.stop(signal.SIGKILL)  # a crash: nothing is cleaned up
     for pgid in set(trainer_pids(killed).values()):
         os.killpg(pgid, signal.SIGKILL)  # dies while nobody watches, without an exit status
+    release_failing.touch()
     failing_exit = api.root / "runs" / failing["id"] / "exit-status.1"
     wait_for(failing_exit.exists, 30, "the failing run to end while the API is down")
     api.start()
     assert api.wait_state(failing["id"], {"FAILED"})["reason"].startswith("attempt 1 failed: exit status 9")
     assert "without recording an exit status" in api.wait_state(killed["id"], {"FAILED"})["reason"]
-    assert api.wait_state(going["id"], {"SUCCEEDED"})["progress"]["step"] == 20
+    assert api.wait_state(going["id"], {"RUNNING"})["progress"]["step"] < 20  # adopted, still going
+    release_going.touch()
+    assert api.wait_state(going["id"], {"SUCCEEDED"})["progress"]["step"] == 20  # its reports reach the new API
     assert api.log_path.read_text().count("Application startup complete") == 2
