@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -46,8 +47,8 @@ class S3Server:
             "AWS_REGION": "us-east-1",
         }
 
-    def client(self):  # -> botocore S3 client (boto3 exposes no static type for it)
-        """A boto3 S3 client for this server."""
+    def client(self) -> Any:
+        """A boto3 S3 client for this server (botocore builds its class at run time: no static type)."""
         env = self.env
         return boto3.client(
             "s3",
