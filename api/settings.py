@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     """Where pods reach the API (TCL_API_URL); default public_url."""
     kube_output_root: str = "/runs"
     """output_dir of a Kubernetes run is `<kube_output_root>/<run id>` (a volume path or s3://)."""
+    kube_output_pvc: str | None = None
+    """A ReadWriteMany PersistentVolumeClaim mounted at kube_output_root (multi-node checkpoints need one)."""
     kube_s3_secret: str | None = None
     """Secret with AWS_* keys and S3_ENDPOINT_URL mounted into training pods."""
 

@@ -60,7 +60,7 @@ class KubernetesLauncher(Launcher):
     name = "kubernetes"
 
     def __init__(self, api_client: client.ApiClient, *, namespace: str, image: str, flavor: str, api_url: str,
-                 output_root: str, s3_secret: str | None = None) -> None:
+                 output_root: str, output_pvc: str | None = None, s3_secret: str | None = None) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -70,20 +70,26 @@ class KubernetesLauncher(Launcher):
         self.flavor = flavor
         self.api_url = api_url
         self.output_root = output_root.rstrip("/")
+        self.output_pvc = output_pvc
         self.s3_secret = s3_secret
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesLauncher:
         """A kubeconfig file when one is set, else the pod's service account."""
-        if settings.kube_config is not None:
-            api_client = config.new_client_from_config(config_file=str(settings.kube_config))
-        else:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            api_client = client.ApiClient(configuration)
+        try:
+            if settings.kube_config is not None:
+                api_client = config.new_client_from_config(config_file=str(settings.kube_config))
+            else:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api_client = client.ApiClient(configuration)
+        except (config.ConfigException, OSError) as err:
+            where = settings.kube_config or "the in-cluster service account (set TCL_API_KUBE_CONFIG outside a cluster)"
+            raise RuntimeError(f"kubernetes launcher: cannot configure the client from {where}: {err}") from None
         return cls(api_client, namespace=settings.kube_namespace, image=settings.kube_image,
                    flavor=settings.kube_flavor, api_url=settings.pod_trainer_url,
-                   output_root=settings.kube_output_root, s3_secret=settings.kube_s3_secret)
+                   output_root=settings.kube_output_root, output_pvc=settings.kube_output_pvc,
+                   s3_secret=settings.kube_s3_secret)
 
     def placement(self, run_id: str) -> dict[str, Any]:
         return {"output_dir": f"{self.output_root}/{run_id}"}
@@ -94,7 +100,8 @@ class KubernetesLauncher(Launcher):
             name=name, namespace=self.namespace, image=self.image, flavor=self.flavor,  # type: ignore[arg-type]
             nodes=resources.nodes, procs_per_node=resources.procs_per_node, gpus_per_proc=resources.gpus_per_proc,
             cpu_only=resources.gpus_per_proc == 0, config_yaml=config_yaml, run_id=run_id, api_url=self.api_url,
-            api_token_secret=f"{name}-token", s3_secret=self.s3_secret,
+            api_token_secret=f"{name}-token", s3_secret=self.s3_secret, output_pvc=self.output_pvc,
+            **({"output_mount": self.output_root} if self.output_root.startswith("/") else {}),
         )
 
     def check(self, run_id: str, config: RunConfig, resources: Resources) -> None:

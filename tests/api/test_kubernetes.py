@@ -36,7 +36,8 @@ FLAVORS = {  # flavor -> (kinds submitted in order, the condition type that mean
 def make_launcher(fake: FakeKubernetes, tmp_path: Path, flavor: str) -> KubernetesLauncher:
     settings = Settings(token="t" * 16, launchers=["kubernetes"], kube_config=fake.kubeconfig(tmp_path / "kubeconfig"),
                         kube_namespace="tcl", kube_image="registry.example/tcl-trainer:1", kube_flavor=flavor,
-                        kube_api_url="http://tcl-api.tcl:8000", kube_output_root="/runs/", kube_s3_secret="s3-creds")
+                        kube_api_url="http://tcl-api.tcl:8000", kube_output_root="/shared/runs/",
+                        kube_output_pvc="tcl-runs", kube_s3_secret="s3-creds")
     return KubernetesLauncher.from_settings(settings)
 
 
@@ -44,6 +45,19 @@ def launch_request(launcher: KubernetesLauncher, resources: Resources) -> Launch
     cfg = load("tiny", [f"output_dir={launcher.placement(RUN_ID)['output_dir']}"])
     return LaunchRequest(run_id=RUN_ID, attempt=1, config=cfg, config_yaml=dump(cfg), resources=resources,
                          env={"TCL_RUN_TOKEN": "the-run-token", "TCL_RUN_ID": RUN_ID, "TCL_API_URL": "unused"})
+
+
+def _volumes(manifest: dict) -> list[dict]:
+    """The pod volumes of a job manifest, wherever its kind keeps them."""
+    found: list[dict] = []
+    if isinstance(manifest, dict):
+        found += manifest.get("volumes", []) if isinstance(manifest.get("volumes"), list) else []
+        for value in manifest.values():
+            found += _volumes(value)
+    elif isinstance(manifest, list):
+        for item in manifest:
+            found += _volumes(item)
+    return found
 
 
 @pytest.mark.parametrize("flavor", list(FLAVORS))
@@ -60,7 +74,9 @@ def test_an_attempt_is_submitted_as_valid_manifests_and_followed_by_its_conditio
     [(_, secret)] = fake.find("Secret")
     assert secret["stringData"] == {"TCL_RUN_TOKEN": "the-run-token"} and secret["metadata"]["name"] == f"{JOB}-token"
     [(_, configmap)] = fake.find("ConfigMap")
-    assert f"output_dir: /runs/{RUN_ID}" in configmap["data"]["config.yaml"]
+    assert f"output_dir: /shared/runs/{RUN_ID}" in configmap["data"]["config.yaml"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for r in posts for v in _volumes(r.body) if "persistentVolumeClaim" in v]
+    assert set(claims) == {"tcl-runs"}  # checkpoints go to the shared claim, mounted at the output root
 
     assert launcher.status(RUN_ID, handle).running  # no conditions yet
     fake.set_conditions(kinds[-1], {"type": "Running", "status": "True"}, {"type": success, "status": "False"})
@@ -110,10 +126,12 @@ def test_the_log_is_the_first_pods(fake: FakeKubernetes, tmp_path: Path) -> None
 
 def test_runs_the_renderer_refuses_are_refused_before_launch(fake: FakeKubernetes, tmp_path: Path) -> None:
     launcher = make_launcher(fake, tmp_path, "indexed-job")
-    launcher.check(RUN_ID, load("tiny"), Resources(gpus_per_proc=0))  # CPU jobs are fine
-    relative_cache = load("tiny", ["data.cache_dir=cache"])
+    placed = f"output_dir={launcher.placement(RUN_ID)['output_dir']}"
+    launcher.check(RUN_ID, load("tiny", [placed]), Resources(gpus_per_proc=0))  # CPU jobs are fine
     with pytest.raises(ResourceError, match="cache_dir 'cache' must be absolute"):
-        launcher.check(RUN_ID, relative_cache, Resources(gpus_per_proc=1))
+        launcher.check(RUN_ID, load("tiny", [placed, "data.cache_dir=cache"]), Resources(gpus_per_proc=1))
+    with pytest.raises(ResourceError, match="not under output_mount '/shared/runs'"):
+        launcher.check(RUN_ID, load("tiny", ["output_dir=/elsewhere"]), Resources(gpus_per_proc=1))
     assert not fake.requests  # nothing was submitted
 
 
