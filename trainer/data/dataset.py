@@ -23,7 +23,7 @@ VIEW_STREAMS = ("view0", "view1")
 def check_columns(dataset: StreamingDataset, where: str) -> None:
     """Fail at start-up, naming the split, when its shards lack a column the trainer reads."""
     for shard in dataset.shards:
-        missing = [c for c in REQUIRED_COLUMNS if c not in getattr(shard, "column_names", REQUIRED_COLUMNS)]
+        missing = [c for c in REQUIRED_COLUMNS if c not in shard.column_names]
         if missing:
             raise ValueError(f"MDS split {where}: shard {shard.raw_data.basename} lacks column(s) {missing}")
 

@@ -56,21 +56,15 @@ def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
 
 
 def grayscale(images: Tensor) -> Tensor:
-    """(N, 3, H, W) -> luminance (N, 1, H, W)."""
-    weights = images.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
-    return (images * weights).sum(1, keepdim=True)
+    """(N, 3, H, W) -> luminance (N, 1, H, W). Python-scalar weights: a tensor built from a list
+    would be a pageable host-to-device copy, which synchronises the stream."""
+    r, g, b = images.unbind(1)
+    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
 
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
-    return _blend(images, torch.zeros_like(images), factor)
-
-
-def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
-    return _blend(images, grayscale(images).mean((1, 2, 3), keepdim=True), factor)
-
-
-def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
-    return _blend(images, grayscale(images), factor)
+    """A blend towards black."""
+    return (images * _per_sample(factor)).clamp(0, 1)
 
 
 def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
@@ -217,14 +211,21 @@ class DeviceAugment(nn.Module):
 
     @staticmethod
     def color_jitter(images: Tensor, params: Tensor) -> Tensor:
-        """torchvision ColorJitter: the four ops in the drawn order, each with its drawn factor."""
-        jitter_ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+        """torchvision ColorJitter: the four ops in the drawn order, each with its drawn factor.
+
+        Brightness, contrast and saturation are each a blend towards black, the mean grey or the grey
+        image, so a position costs one blend (factor 1, an exact no-op, where its op is hue or jitter
+        is off) and one hue rotation, kept only where its op is hue.
+        """
         on = params[:, JITTER_ON] > 0
         for position in range(4):
-            op_here = params[:, JITTER_ORDER + position]
-            for index, jitter_op in enumerate(jitter_ops):
-                chosen = on & (op_here == index)
-                images = _select(chosen, jitter_op(images, params[:, BRIGHTNESS + index]), images)
+            op = params[:, JITTER_ORDER + position].long()  # 0 brightness, 1 contrast, 2 saturation, 3 hue
+            factor = params.gather(1, (BRIGHTNESS + op).unsqueeze(1)).squeeze(1)
+            grey = grayscale(images)
+            mean_grey = _per_sample((op == 1).to(images.dtype)) * grey.mean((1, 2, 3), keepdim=True)
+            target = torch.where(_per_sample(op == 2), grey, mean_grey)  # black for brightness
+            images = _blend(images, target, torch.where(on & (op < 3), factor, torch.ones_like(factor)))
+            images = _select(on & (op == 3), adjust_hue(images, factor), images)
         return images
 
     @staticmethod
