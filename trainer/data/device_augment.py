@@ -3,8 +3,9 @@ applied batched from the per-view parameters drawn in the loader workers (`augme
 
 Every op runs on the whole batch and a per-sample mask picks who gets it (torch.where), so there is
 no per-sample Python loop, no host synchronisation and no data-dependent shape: the module is
-torch.compile friendly. Images stay float in [0, 1] between ops (PIL rounds to uint8 after each op;
-the difference is below one grey level except where PIL would wrap around). Ops follow ALBEF/TCL:
+torch.compile friendly. Images stay float in [0, 1] between ops (PIL rounds to uint8 after each op,
+a difference below one grey level; ALBEF's Sharpness even casts to uint8 without clipping, so
+overshoots wrap around there and are clamped here). Ops follow ALBEF/TCL:
 ColorJitter as torchvision (random order of the four ops), grayscale with ITU-R 601 weights, an exact
 Gaussian blur with the drawn sigma (PIL approximates it with box blurs), and ALBEF's RandAugment ops
 (cv2 pixel-centre conventions, bilinear, fill 128 for the geometric ops).

@@ -99,10 +99,14 @@ def test_resume_mid_epoch_yields_the_remaining_batches(make_cfg: Callable[..., R
 
 
 def test_two_workers_give_the_same_batches_as_none(make_cfg: Callable[..., RunConfig]) -> None:
-    in_process = epoch_batches(build_train_loader(make_cfg(), rank=0, world_size=1))
+    """Worker processes resolve the epoch themselves: epoch 1 must use epoch-1 views there too."""
+    in_process_loader = build_train_loader(make_cfg(), rank=0, world_size=1)
+    in_process = [epoch_batches(in_process_loader) for _ in range(2)]
+    del in_process_loader
     gc.collect()
-    workers = epoch_batches(build_train_loader(make_cfg("data.num_workers=2"), rank=0, world_size=1))
-    assert_same_batches(workers, in_process)
+    workers_loader = build_train_loader(make_cfg("data.num_workers=2"), rank=0, world_size=1)
+    for epoch in range(2):
+        assert_same_batches(epoch_batches(workers_loader), in_process[epoch])
 
 
 def test_caption_lists_draw_one_per_epoch(make_cfg: Callable[..., RunConfig]) -> None:
