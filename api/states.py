@@ -7,10 +7,10 @@ cancelled directly. The store applies each transition as a compare-and-set again
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     PENDING = "PENDING"
     STARTING = "STARTING"
     RUNNING = "RUNNING"

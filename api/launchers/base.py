@@ -67,5 +67,6 @@ class Launcher(ABC):
     def read_log(self, run_id: str, handle: str | None, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
         """Up to `limit` log bytes from `offset` (negative: from the end) and the offset after them."""
 
+    @abstractmethod
     def release(self, run_id: str, handle: str) -> None:
-        """Free what a finished attempt still holds (nothing, unless the launcher says otherwise)."""
+        """Free what a finished attempt still holds."""

@@ -155,6 +155,9 @@ class LocalLauncher(Launcher):
             return
         log.info("run %s: sent %s to process group %d", run_id, sig.name, h["pid"])
 
+    def release(self, run_id: str, handle: str) -> None:
+        """Nothing to free: the recorder has reaped the group; the log and output stay for the user."""
+
     def read_log(self, run_id: str, handle: str | None, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
         try:
             with self.log_path(run_id).open("rb") as f:

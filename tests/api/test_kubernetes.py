@@ -75,7 +75,8 @@ def test_an_attempt_is_submitted_as_valid_manifests_and_followed_by_its_conditio
     assert secret["stringData"] == {"TCL_RUN_TOKEN": "the-run-token"} and secret["metadata"]["name"] == f"{JOB}-token"
     [(_, configmap)] = fake.find("ConfigMap")
     assert f"output_dir: /shared/runs/{RUN_ID}" in configmap["data"]["config.yaml"]
-    claims = [v["persistentVolumeClaim"]["claimName"] for r in posts for v in _volumes(r.body) if "persistentVolumeClaim" in v]
+    claims = [v["persistentVolumeClaim"]["claimName"]
+              for r in posts for v in _volumes(r.body) if "persistentVolumeClaim" in v]
     assert set(claims) == {"tcl-runs"}  # checkpoints go to the shared claim, mounted at the output root
 
     assert launcher.status(RUN_ID, handle).running  # no conditions yet

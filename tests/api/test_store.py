@@ -163,7 +163,7 @@ def test_listing_filters_pages_and_counts(store: Store) -> None:
     running, total = store.list_runs(state=RunState.RUNNING, limit=2, offset=0)
     assert total == 3 and len(running) == 2
     rest, _ = store.list_runs(state=RunState.RUNNING, limit=2, offset=2)
-    newest_first = [i for i, s in zip(created, states) if s is RunState.RUNNING][::-1]
+    newest_first = [i for i, s in zip(created, states, strict=True) if s is RunState.RUNNING][::-1]
     assert [r.id for r in running + rest] == newest_first
     assert store.state_counts() == {s: states.count(s) for s in RunState}
     assert [r.id for r in store.runs_in([RunState.PENDING, RunState.FAILED])] == [created[2], created[3]]
