@@ -143,7 +143,7 @@ def run_logs(
     launcher = services.launchers.get(run.launcher)
     if launcher is None:
         raise HTTPException(409, f"launcher {run.launcher!r} is not enabled here: its logs cannot be read")
-    want = min(tail * TAIL_BYTES_PER_LINE, 4 << 20)
+    want = max(1, min(tail * TAIL_BYTES_PER_LINE, 4 << 20))  # at least one byte, to learn where the log ends
     chunk, end = launcher.read_log(run_id, run.handle, -want, limit=want)
     text = _tail(chunk, tail, whole=len(chunk) == end)
     if not follow:

@@ -128,12 +128,18 @@ def test_heartbeats_take_the_run_token_only(api: ApiServer) -> None:
 
 
 def test_logs_tail_and_follow(api: ApiServer) -> None:
-    run = start_run(api, api.make_dataset("logs", step_seconds=0.1), steps=10)
+    release = api.root / "release-logs"
+    run = start_run(api, api.make_dataset("logs", step_seconds=0.05, hold_until=str(release), hold_at_step=6), steps=10)
+    wait_for(lambda: api.wait_state(run["id"], {"RUNNING"})["progress"]["step"] == 5, 30, "step 5")
     with api.client() as client:
         with client.stream("GET", f"/v1/runs/{run['id']}/logs", params={"follow": True, "tail": 0}) as stream:
+            release.touch()
             text = "".join(stream.iter_text())  # ends when the run has ended and all is sent
+        assert text.startswith("step 6/10\n")  # tail 0: only what came after the request
         lines = [line for line in text.splitlines() if line.startswith("step ")]
-        assert lines == [f"step {i}/10" for i in range(1, 11)] and text.rstrip().endswith("training done")
+        assert lines == [f"step {i}/10" for i in range(6, 11)] and text.rstrip().endswith("training done")
+        with client.stream("GET", f"/v1/runs/{run['id']}/logs", params={"follow": True, "tail": 3}) as stream:
+            assert "".join(stream.iter_text()) == "step 9/10\nstep 10/10\ntraining done\n"  # ended: the tail only
         assert client.get(f"/v1/runs/{run['id']}").json()["state"] == "SUCCEEDED"
         tail = client.get(f"/v1/runs/{run['id']}/logs", params={"tail": 2}).text
         assert tail == "step 10/10\ntraining done\n"
