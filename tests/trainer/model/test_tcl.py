@@ -13,6 +13,7 @@ from tests.trainer.model.tcl_testing import (
     TinyModels, forward_step, mlm_inputs, random_batch, teacher_forward, tiny_model_config,
 )
 from trainer.config import LossConfig, ModelConfig, RunConfig, load
+from trainer.losses import itm_loss
 from trainer.model import TCL, FeatureQueue, MomentumEncoder, build_model, count_parameters
 
 TERMS = ("cma_i2t", "cma_t2i", "imc_i2i", "imc_t2t", "lmi_image", "lmi_text", "itm", "mlm")
@@ -63,8 +64,13 @@ def test_terms_equal_the_objectives_on_the_models_own_features(tiny: TinyModels,
         return neg_text, neg_image
 
     monkeypatch.setattr("trainer.model.tcl.sample_hard_negatives", fixed_negatives)
+    itm_inputs: list[tuple[Tensor, Tensor]] = []
+    monkeypatch.setattr("trainer.model.tcl.itm_loss", lambda logits, labels: itm_inputs.append((logits, labels))
+                        or itm_loss(logits, labels))
     with torch.no_grad():
         model.temp.fill_(0.05)
+        for layer in model.text.fusion_layers:  # at init the image barely moves the fused text: make it count
+            layer.crossattention.self.value.weight.mul_(30)
     batch, alpha = random_batch(model.cfg), 0.4
     out, t, mlm = forward_step(model, teacher, queues, batch, alpha=alpha)
 
@@ -83,7 +89,12 @@ def test_terms_equal_the_objectives_on_the_models_own_features(tiny: TinyModels,
         mask, rows = batch.attention_mask, torch.arange(4)
         pairs = [(hidden, mask, rows), (hidden, mask, neg_image), (hidden[neg_text], mask[neg_text], rows)]
         cls = [model.text.fuse(h, m, model.text.image_kv(tokens[i]))[:, 0] for h, m, i in pairs]
-        want["itm"] = itm_reference(model.itm_head(torch.cat(cls)).double(), torch.tensor([1] * 4 + [0] * 8))
+        assert (cls[0] - cls[1]).abs().max() > 0.01 and (cls[0] - cls[2]).abs().max() > 0.01, "pairs indistinguishable"
+        itm_labels = torch.tensor([1] * 4 + [0] * 8)
+        (logits, labels), = itm_inputs
+        assert torch.equal(labels, itm_labels)
+        torch.testing.assert_close(logits, model.itm_head(torch.cat(cls)), rtol=1e-5, atol=1e-5)
+        want["itm"] = itm_reference(logits.double(), itm_labels)
 
         positions = mlm["mlm_positions"]
         student = model.text.fuse(model.text.encode_text(mlm["mlm_input_ids"], mask), mask, model.text.image_kv(tokens))
