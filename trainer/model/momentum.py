@@ -21,7 +21,6 @@ class MomentumEncoder(DualEncoder):
         super().__init__(online.cfg)
         self.load_state_dict(self._shared_state(online))
         self.float().requires_grad_(False)
-        self._pairs: list[tuple[Tensor, Tensor]] | None = None
 
     @staticmethod
     def _shared_state(online: TCL) -> dict[str, Tensor]:
