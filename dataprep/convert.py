@@ -65,7 +65,8 @@ class ConvertConfig(BaseModel):
     chunk_size: int = Field(10_000, ge=1)
     """Input records per chunk sub-folder: the unit of resume."""
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    """Worker processes (1: everything in this process)."""
+    """Worker processes (1: everything in this process). Workers are spawned: a script calling convert with
+    more than one needs the `if __name__ == "__main__":` guard, and each worker re-imports its top level."""
     batch_size: int = Field(32, ge=1)
     """Records per worker task."""
     max_reject_fraction: float | None = Field(None, ge=0, le=1)
