@@ -7,9 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.trainer.model.tcl_testing import TinyModels, tiny_model_config
-from trainer.config import LossConfig, ModelConfig
-from trainer.model import TCL, FeatureQueue, MomentumEncoder
+from tests.trainer.model.tcl_testing import TinyModels, build_tiny, tiny_model_config
+from trainer.config import ModelConfig
 
 
 @pytest.fixture
@@ -19,10 +18,7 @@ def model_cfg() -> ModelConfig:
 
 @pytest.fixture
 def tiny(model_cfg: ModelConfig) -> TinyModels:
-    """A seeded tiny online model with its momentum copy and queues."""
-    torch.manual_seed(0)
-    model = TCL(model_cfg, LossConfig())
-    return model, MomentumEncoder(model), FeatureQueue(model_cfg.queue_size, model_cfg.embed_dim, seed=0)
+    return build_tiny(model_cfg)
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
 from transformers import BertConfig
 
-from trainer.config import ModelConfig, TextConfig, VisionConfig
-from trainer.model import TCL, FeatureQueue, MomentumEncoder, TeacherOutput
-from trainer.model import mask_tokens, masked_capacity, masked_positions
+from trainer.config import LossConfig, ModelConfig, TextConfig, VisionConfig
+from trainer.model import (
+    TCL,
+    FeatureQueue,
+    MomentumEncoder,
+    TeacherOutput,
+    mask_tokens,
+    masked_capacity,
+    masked_positions,
+)
 
 PAD, CLS, SEP, MASK = 0, 101, 102, 103
 VOCAB = 30522
@@ -46,6 +52,13 @@ def hf_bert_config(cfg: TextConfig, layers: int, **updates: object) -> BertConfi
         layer_norm_eps=cfg.layer_norm_eps, hidden_act="gelu",
     )
     return BertConfig(**{**sizes, **updates})
+
+
+def build_tiny(cfg: ModelConfig, loss: LossConfig | None = None, seed: int = 0) -> TinyModels:
+    """A seeded online model with its momentum copy and queues."""
+    torch.manual_seed(seed)
+    model = TCL(cfg, loss or LossConfig())
+    return model, MomentumEncoder(model), FeatureQueue(cfg.queue_size, cfg.embed_dim, seed=seed)
 
 
 @dataclass

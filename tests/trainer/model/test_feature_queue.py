@@ -100,7 +100,7 @@ def test_two_gloo_ranks_end_with_identical_queues_in_rank_order(tmp_path: Path) 
 
     for size in queue_worker.SIZES:
         history0, history1 = ranks[0][size], ranks[1][size]
-        for state0, state1 in zip(history0, history1):
+        for state0, state1 in zip(history0, history1, strict=True):
             for name in state0:
                 assert torch.equal(state0[name], state1[name]), f"ranks differ on {name} (queue size {size})"
         gathered = [[queue_worker.rank_features(r, step) for r in range(2)] for step in range(queue_worker.STEPS)]
@@ -108,5 +108,6 @@ def test_two_gloo_ranks_end_with_identical_queues_in_rank_order(tmp_path: Path) 
             entries = [torch.cat([per_rank[0][index], per_rank[1][index]]) for per_rank in gathered]
             want = reference_history(entries, history0[0][name])
             got = [state[name] for state in history0]
-            assert all(torch.equal(g, w) for g, w in zip(got, want)), f"{name} of size {size} is not the rank-order concatenation"
+            in_order = all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+            assert in_order, f"{name} of size {size} is not the rank-order concatenation"
         assert history0[-1]["ptr"].item() == (2 * queue_worker.BATCH * queue_worker.STEPS) % size

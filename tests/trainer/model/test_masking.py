@@ -42,7 +42,7 @@ def test_mask_tokens_statistics() -> None:
         assert abs(share - want) < 5 * math.sqrt(want * (1 - want) / m), (to_mask, kept, randomised)
     random_ids = masked[chosen][(masked[chosen] != MASK) & (masked[chosen] != ids[chosen])]
     assert random_ids.min() >= 0 and random_ids.max() < VOCAB
-    assert random_ids.unique().numel() > 0.9 * random_ids.numel(), "random replacements are not spread over the vocabulary"
+    assert random_ids.unique().numel() > 0.9 * random_ids.numel(), "random replacements are not spread out"
 
 
 def test_mask_tokens_is_reproducible_from_its_generator() -> None:

@@ -84,7 +84,7 @@ def test_momentum_state_dict_round_trip(tiny: TinyModels) -> None:
     torch.manual_seed(1)
     other = MomentumEncoder(TCL(model.cfg, LossConfig()))
     other.load_state_dict(teacher.state_dict())
-    for (name, p), q in zip(teacher.state_dict().items(), other.state_dict().values()):
+    for (name, p), q in zip(teacher.state_dict().items(), other.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
 
 

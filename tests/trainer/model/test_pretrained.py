@@ -50,9 +50,10 @@ def test_bert_layers_go_to_text_and_fusion_encoders(text_cfg: TextConfig, tmp_pa
     assert sorted(report.missing) == sorted(cross_before)
     assert report.unexpected == []
     assert set(report.loaded) == set(ours.state_dict()) - set(cross_before)
-    assert torch.equal(ours.fusion_layers[0].attention.self.query.weight, hf.bert.encoder.layer[2].attention.self.query.weight)
-    assert torch.equal(ours.fusion_layers[1].output.dense.weight, hf.bert.encoder.layer[3].output.dense.weight)
-    assert torch.equal(ours.text_layers[1].intermediate.dense.bias, hf.bert.encoder.layer[1].intermediate.dense.bias)
+    hf_layers = hf.bert.encoder.layer
+    assert torch.equal(ours.fusion_layers[0].attention.self.query.weight, hf_layers[2].attention.self.query.weight)
+    assert torch.equal(ours.fusion_layers[1].output.dense.weight, hf_layers[3].output.dense.weight)
+    assert torch.equal(ours.text_layers[1].intermediate.dense.bias, hf_layers[1].intermediate.dense.bias)
     assert torch.equal(ours.bert.embeddings.word_embeddings.weight, hf.bert.embeddings.word_embeddings.weight)
     assert torch.equal(ours.cls.predictions.transform.dense.weight, hf.cls.predictions.transform.dense.weight)
     assert torch.equal(ours.cls.predictions.bias, hf.cls.predictions.bias)
@@ -65,7 +66,8 @@ def test_bert_pretraining_checkpoint_reports_pooler_and_nsp_unexpected(text_cfg:
     hf = save_hf(BertForPreTraining, text_cfg, tmp_path)
     ours = TextFusionModel(text_cfg, image_width=64)
     report = load_text_weights(ours, str(tmp_path))
-    assert {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight"} <= set(report.unexpected)
+    dropped = {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight"}
+    assert dropped <= set(report.unexpected)
     assert all(".crossattention." in k for k in report.missing)
     assert torch.equal(ours.cls.predictions.transform.LayerNorm.bias, hf.cls.predictions.transform.LayerNorm.bias)
 
@@ -89,7 +91,8 @@ def test_bert_shape_mismatch_names_the_key_and_changes_nothing(text_cfg: TextCon
     save_hf(BertForMaskedLM, text_cfg, tmp_path, intermediate_size=96)
     ours = TextFusionModel(text_cfg, image_width=64)
     before = snapshot(ours)
-    with pytest.raises(WeightLoadError, match=r"bert\.encoder\.layer\.0\.intermediate\.dense\.weight.*\(96, 64\).*\(128, 64\)"):
+    key = r"bert\.encoder\.layer\.0\.intermediate\.dense\.weight"
+    with pytest.raises(WeightLoadError, match=key + r".*\(96, 64\).*\(128, 64\)"):
         load_text_weights(ours, str(tmp_path))
     assert all(torch.equal(ours.state_dict()[k], v) for k, v in before.items())
 
@@ -114,7 +117,7 @@ def vision_cfg() -> VisionConfig:
     return tiny_model_config().vision
 
 
-def test_vit_checkpoint_at_another_resolution_loads_with_resampled_pos_embed(vision_cfg: VisionConfig, tmp_path: Path) -> None:
+def test_vit_checkpoint_at_another_resolution_resamples_pos_embed(vision_cfg: VisionConfig, tmp_path: Path) -> None:
     """A 32 px checkpoint (2 x 2 grid) in DeiT's {"model": ...} layout into the 64 px encoder (4 x 4):
     pos_embed is timm's bicubic resample, the rest is copied, the classifier head is unexpected."""
     source = timm_vit(vision_cfg, img_size=32)
@@ -139,7 +142,8 @@ def test_vit_checkpoint_at_the_same_resolution_loads_exactly(vision_cfg: VisionC
     torch.save(source.state_dict(), path)
     encoder = build_vision_encoder(vision_cfg)
     load_vision_weights(encoder, str(path))
-    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in source.state_dict().items() if not k.startswith("head."))
+    loaded = encoder.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items() if not k.startswith("head."))
 
 
 def test_vit_errors_name_the_problem_and_change_nothing(vision_cfg: VisionConfig, tmp_path: Path) -> None:
@@ -168,7 +172,8 @@ def test_build_model_initialises_both_sides_before_copying_the_teacher(tmp_path:
     cfg = load("tiny", [f"model.vision.init={tmp_path / 'vit.pt'}", f"model.text.init={tmp_path / 'bert'}"])
     model, teacher, queues = build_model(cfg)
     assert torch.equal(model.visual_encoder.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
-    assert torch.equal(model.text.fusion_layers[0].intermediate.dense.weight, hf.bert.encoder.layer[2].intermediate.dense.weight)
+    fusion_ffn = model.text.fusion_layers[0].intermediate.dense.weight
+    assert torch.equal(fusion_ffn, hf.bert.encoder.layer[2].intermediate.dense.weight)
     online = dict(model.named_parameters())
     assert all(torch.equal(p, online[name]) for name, p in teacher.named_parameters())
     assert queues.size == cfg.model.queue_size
