@@ -11,6 +11,8 @@ class AugmentConfig(Section):
     """The two-view pretraining transform of TCL (both views draw it independently)."""
 
     scale_min: float = Field(0.2, gt=0, le=1)
+    flip_p: float = Field(0.5, ge=0, le=1)
+    """Horizontal flip probability (0 where captions say left and right)."""
     color_jitter: float = Field(0.4, ge=0)
     hue: float = Field(0.1, ge=0, le=0.5)
     color_jitter_p: float = Field(0.8, ge=0, le=1)

@@ -91,7 +91,7 @@ class TwoViewTransform:
         image = Image.open(io.BytesIO(data))
         full = image.size
         boxes = [draw_crop(rng, *full, self.aug.scale_min) for rng in rngs]
-        flips = [bool(rng.random() < 0.5) for rng in rngs]
+        flips = [bool(rng.random() < self.aug.flip_p) for rng in rngs]
         params = np.stack([draw_view_params(rng, self.aug) for rng in rngs])
         image.draft(None, crop_source_size(full, boxes, self.img_size))
         image = image.convert("RGB")

@@ -23,9 +23,10 @@ def _sample_offdiagonal(logits: Tensor, generator: torch.Generator | None) -> Te
     logits = logits.detach().float()
     diagonal = torch.eye(b, dtype=torch.bool, device=logits.device)
     bad_row = ~(torch.isfinite(logits) | diagonal).all(dim=1)
-    logits = torch.where(bad_row[:, None], torch.zeros_like(logits), logits).masked_fill(diagonal, float("-inf"))
+    logits = torch.where(bad_row[:, None], torch.zeros_like(logits), logits)
     noise = torch.empty_like(logits).exponential_(generator=generator)
-    return (logits - noise.log()).argmax(dim=1)
+    # The diagonal is masked after the noise: a draw of exactly 0 (log = -inf) can never revive it.
+    return (logits - noise.log()).masked_fill(diagonal, float("-inf")).argmax(dim=1)
 
 
 def sample_hard_negatives(

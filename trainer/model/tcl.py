@@ -86,8 +86,11 @@ class TCL(DualEncoder):
 
     def clamped_temp(self) -> Tensor:
         """The temperature as every term uses it: clamped in the forward, since an in-place clamp of the
-        parameter does not survive ZeRO's fp32 master copy."""
-        return self.temp.clamp(self.cfg.temp_min, self.cfg.temp_max)
+        parameter does not survive ZeRO's fp32 master copy. The clamp is straight-through: outside the
+        range the parameter still gets the gradient, so (like the official projection) it can come back
+        instead of sticking where a plain clamp's gradient is zero."""
+        t = self.temp
+        return t + (t.clamp(self.cfg.temp_min, self.cfg.temp_max) - t).detach()
 
     def forward(
         self,

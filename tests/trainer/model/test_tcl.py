@@ -167,6 +167,25 @@ def test_temperature_is_clamped_in_the_forward(tiny: TinyModels) -> None:
     assert model.temp.grad is not None and model.temp.grad.abs().item() > 0
 
 
+def test_temperature_outside_the_range_still_gets_the_gradient(tiny: TinyModels) -> None:
+    """Straight-through clamp: a parameter pushed past a bound gets the gradient it would get at the bound,
+    so it can come back (a plain clamp would give 0 and leave it stuck)."""
+    model, teacher, queues = tiny
+    batch = random_batch(model.cfg)
+    grads = {}
+    for value in (0.5, 5.0, 0.001, 1e-5):
+        with torch.no_grad():
+            model.temp.fill_(value)
+        model.zero_grad()
+        torch.manual_seed(0)
+        out, _, _ = forward_step(model, teacher, queues, batch)
+        out["loss"].backward()
+        grads[value] = model.temp.grad.clone()
+    torch.testing.assert_close(grads[5.0], grads[0.5])
+    torch.testing.assert_close(grads[1e-5], grads[0.001])
+    assert grads[5.0].abs().item() > 0 and grads[1e-5].abs().item() > 0
+
+
 def test_gradient_checkpointing_changes_nothing(tiny: TinyModels) -> None:
     model, teacher, queues = tiny
     batch = random_batch(model.cfg)
