@@ -218,7 +218,7 @@ def _params(spec: TrainingJobSpec, cfg: RunConfig) -> dict[str, Any]:
         "command": TRAINER_COMMAND,
         "env": _env(spec),
         "ports": _metrics_ports(cfg.log.metrics_port, spec.procs_per_node),
-        "resources": None if spec.cpu_only else {"limits": {GPU_RESOURCE: spec.procs_per_node * spec.gpus_per_proc}},
+        "resources": None if spec.cpu_only else {"limits": {GPU_RESOURCE: str(spec.procs_per_node * spec.gpus_per_proc)}},
         "volumes": volumes,
         "volume_mounts": mounts,
         "pod_security": security["pod"],

@@ -119,7 +119,7 @@ def test_pytorchjob_has_one_master_and_the_other_nodes_as_workers() -> None:
     for replica in replicas.values():
         [container] = replica["template"]["spec"]["containers"]
         assert container["name"] == "pytorch"  # the operator injects PET_* only into this container
-        assert container["resources"] == {"limits": {"nvidia.com/gpu": 8}}  # 4 procs x 2 GPUs
+        assert container["resources"] == {"limits": {"nvidia.com/gpu": "8"}}  # 4 procs x 2 GPUs
         assert [p["containerPort"] for p in container["ports"]] == [9400, 9401, 9402, 9403]
         assert [p["name"] for p in container["ports"]] == ["metrics-0", "metrics-1", "metrics-2", "metrics-3"]
 
@@ -131,7 +131,7 @@ def test_trainjob_sizes_the_torch_runtime() -> None:
     job = by_kind(render_training_job(full_spec("trainjob")))["TrainJob"]
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 4)
-    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 8}}
+    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "8"}}
     assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime", "name": "torch-distributed"}
     assert pod_of(job)["container"]["name"] == "node"  # the container of Trainer's torch runtime
 
