@@ -32,6 +32,9 @@ class DataConfig(Section):
     """MDS location of the held-out retrieval split; None disables evaluation."""
     cache_dir: str = "/tmp/tcl-mds-cache"
     """Local cache for remote shards (one sub-folder per split)."""
+    cache_limit: str | None = None
+    """Most disk the cache of a remote split may use, e.g. '100gb' (streaming evicts shards past it);
+    None keeps every downloaded shard."""
     batch_size: int = Field(64, ge=1)
     """Per-rank micro-batch."""
     num_workers: int = Field(8, ge=0)

@@ -55,9 +55,11 @@ class PretrainDataset(StreamingDataset):
         seed: int,
         batch_size: int,
         shuffle: bool,
+        cache_limit: str | None = None,
     ) -> None:
         super().__init__(
             local=local, remote=remote, batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed % 2**32,
+            cache_limit=cache_limit,
         )
         self.where = remote or local
         check_columns(self, self.where)

@@ -90,6 +90,7 @@ def build_train_loader(
     dataset = PretrainDataset(
         local=local, remote=remote, aug=data.augment, img_size=cfg.model.vision.img_size, max_words=data.max_words,
         seed=cfg.seed, batch_size=data.batch_size, shuffle=data.shuffle,
+        cache_limit=data.cache_limit if remote else None,
     )
     collate = Collate(tokenizer or load_tokenizer(cfg.model.text.tokenizer), data.max_tokens, data.fixed_length)
     logger.info("train data %s: %d samples, %d per rank per epoch", data.train, dataset.num_samples, len(dataset))
@@ -107,7 +108,10 @@ def build_eval_data(cfg: RunConfig) -> RetrievalData:
     if cfg.data.eval is None:
         raise ValueError("data.eval is not set: there is no retrieval split to evaluate on")
     local, remote = split_location(cfg.data.eval, cfg.data.cache_dir, "eval")
-    rows = StreamingDataset(local=local, remote=remote, shuffle=False, batch_size=cfg.eval.batch_size)
+    rows = StreamingDataset(
+        local=local, remote=remote, shuffle=False, batch_size=cfg.eval.batch_size,
+        cache_limit=cfg.data.cache_limit if remote else None,
+    )
     check_columns(rows, cfg.data.eval)
     texts, img2txt, txt2img = flatten_captions(rows, cfg.data.max_words)
     images = DataLoader(

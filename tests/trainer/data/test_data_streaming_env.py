@@ -53,6 +53,18 @@ def test_shards_from_s3_give_the_same_batches_as_local(
     assert sorted(p.name for p in Path(cache).glob("shard.*.mds"))  # the downloaded shards
 
 
+def test_cache_limit_reaches_streaming_for_remote_splits_only(
+    s3_env: S3Server, make_cfg: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    remote = write_mds(f"{s3_env.create_bucket('limited')}/train", corpus_rows(8))
+    local = write_mds(tmp_path / "local", corpus_rows(8))
+    limited = build_train_loader(make_cfg(f"data.train={remote}", "data.cache_limit=5mb"), rank=0, world_size=1)
+    assert limited.dataset.cache_limit == 5 * 2**20  # streaming reads "mb" as MiB
+    assert len([dict(b) for b in limited]) == 2
+    in_place = build_train_loader(make_cfg(f"data.train={local}", "data.cache_limit=5mb"), rank=0, world_size=1)
+    assert in_place.dataset.cache_limit is None  # a local split is read in place: nothing to evict
+
+
 def _open_and_crash(cfg: RunConfig, remote: str, cache: str) -> None:
     """A rank killed with SIGKILL together with its process group (its multiprocessing resource
     tracker included, which would otherwise unlink the shared memory): nothing is cleaned up."""
