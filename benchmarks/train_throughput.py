@@ -18,6 +18,8 @@ import argparse
 import gc
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -255,6 +257,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def real_loader(cfg: RunConfig, dist: DistInfo) -> tuple[Iterator[dict[str, Tensor]], SpecialTokens]:
     """The project's loader on data.train, cycling over epochs, and the tokenizer's special ids. One
     for all variants: streaming allows one dataset per cache folder in a process."""
@@ -273,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     base = [*BENCHMARK_OVERRIDES, *args.overrides]
     cfg = load(args.config, base)
     flops = flops_per_sample(cfg).total
+    if "RANK" not in os.environ:  # one process: its own rendezvous port, not the shared default
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     dist = init_distributed()
     if args.loader or args.loader_only:
         shared, tokens = real_loader(cfg, dist)

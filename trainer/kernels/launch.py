@@ -44,13 +44,16 @@ def check_tensors(kernel: object, name: str, *tensors: Tensor) -> torch.device:
 
 
 def dot_precision(kernel: object, *tensors: Tensor) -> tuple[tl.dtype, str]:
-    """(operand dtype, input_precision) of the kernel's tl.dot: 16-bit operands straight to the tensor
-    cores when every input has that dtype (fp32 accumulation either way), else exact fp32 ("ieee"), and
-    always fp32 in the interpreter."""
+    """(operand dtype, input_precision) of the kernel's tl.dot, fp32 accumulation always. 16-bit operands
+    go straight to the tensor cores when every input has that dtype; fp32 (or mixed) inputs use 3xTF32
+    (three tensor-core products, about fp32 accuracy: plain TF32 would put errors of 1e-3 into logits
+    scaled by 1 / temp = 1000). The interpreter computes in fp32 (numpy)."""
     dtypes = {t.dtype for t in tensors}
-    if not is_interpreted(kernel) and len(dtypes) == 1 and dtypes <= {torch.bfloat16, torch.float16}:
+    if is_interpreted(kernel):
+        return tl.float32, "ieee"
+    if len(dtypes) == 1 and dtypes <= {torch.bfloat16, torch.float16}:
         return TL_DTYPES[dtypes.pop()], "tf32"
-    return tl.float32, "ieee"
+    return tl.float32, "tf32x3"
 
 
 @functools.cache

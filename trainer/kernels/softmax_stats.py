@@ -29,7 +29,7 @@ from trainer.kernels.launch import block_size, check_tensors, dot_precision, is_
 def _softmax_stats_kernel(
     q_ptr, ka_ptr, kb_ptr, valid_ptr, temp_ptr,
     max_ptr, sum_ptr, acc_ptr,
-    R, NA, NB, D, tiles_per_split,
+    R, NA, NB, D, cols_per_split,
     stride_q, stride_ka, stride_kb,
     GROUP: tl.constexpr, HAS_VALID: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
@@ -49,9 +49,9 @@ def _softmax_stats_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    first = pid_s * tiles_per_split * BLOCK_N
-    for tile in range(0, tiles_per_split):
-        cols = first + tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    first = pid_s * cols_per_split
+    for start in range(0, cols_per_split, BLOCK_N):
+        cols = first + start + tl.arange(0, BLOCK_N)
         in_a = cols < NA
         in_b = (cols >= NA) & (cols < n)
         k_a = tl.load(ka_ptr + cols[:, None] * stride_ka + dims[None, :], mask=in_a[:, None] & dim_ok[None, :], other=0.0)
@@ -78,12 +78,20 @@ def _softmax_stats_kernel(
     tl.store(acc_ptr + out[:, None] * D + dims[None, :], acc, mask=row_ok[:, None] & dim_ok[None, :])
 
 
-def _launch_config(block_d: int, interpreted: bool) -> dict[str, int]:
-    """Tile sizes: small in the interpreter (each program runs in numpy); on a GPU a 64-row query tile
-    with keys in 32-64 column tiles, so the fp32 accumulator (64 x D) stays in registers."""
-    if interpreted:
-        return {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 1}
-    return {"BLOCK_M": 64, "BLOCK_N": 32 if block_d >= 256 else 64, "num_warps": 8 if block_d >= 256 else 4}
+_GPU_CONFIGS = [
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
+    for m, n, w, st in ((64, 32, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (32, 32, 4, 3), (16, 64, 4, 2))
+]
+"""Tile shapes tried on a GPU, once per head width and dtypes: 64-row query tiles keep the fp32
+accumulator (rows x D) in registers; smaller ones fit where 3xTF32 or a wide D exhausts shared memory
+(the autotuner skips a configuration that does not compile or fit)."""
+_SPLIT_QUANTUM = 64
+"""Columns per split are a multiple of this (of every BLOCK_N), so the split count, and with it the
+partial buffers, is fixed before the autotuner picks a tile shape."""
+_INTERPRETED = is_interpreted(_softmax_stats_kernel)
+_launch = _softmax_stats_kernel if _INTERPRETED else triton.autotune(_GPU_CONFIGS, key=["BLOCK_D"])(_softmax_stats_kernel)
+_INTERPRETER_TILES = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 1}
+"""The interpreter runs each program in numpy: one small tile shape, no autotuning."""
 
 
 def softmax_stats(
@@ -108,12 +116,12 @@ def softmax_stats(
     queries, keys_a, keys_b = (t if t.stride(-1) == 1 else t.contiguous() for t in (queries, keys_a, keys_b))
 
     block_d = block_size(d, high=1 << 30)
-    config = _launch_config(block_d, is_interpreted(_softmax_stats_kernel))
-    num_tiles = triton.cdiv(n_a + n_b, config["BLOCK_N"])
-    row_blocks = triton.cdiv(r, config["BLOCK_M"])
-    wanted = splits if splits is not None else max(1, target_programs(device) // max(row_blocks, 1))
-    tiles_per_split = triton.cdiv(num_tiles, max(1, min(wanted, num_tiles)))
-    num_splits = triton.cdiv(num_tiles, tiles_per_split) if num_tiles else 1
+    quantum = _INTERPRETER_TILES["BLOCK_N"] if _INTERPRETED else _SPLIT_QUANTUM
+    chunks = triton.cdiv(n_a + n_b, quantum)
+    if splits is None:
+        splits = max(1, target_programs(device) // triton.cdiv(r, 64))
+    cols_per_split = quantum * triton.cdiv(chunks, max(1, min(splits, chunks)))
+    num_splits = triton.cdiv(n_a + n_b, cols_per_split) if chunks else 1
 
     part_max = torch.empty(num_splits, r, device=device, dtype=torch.float32)
     part_sum = torch.empty_like(part_max)
@@ -121,12 +129,13 @@ def softmax_stats(
     if r:
         dot_dtype, precision = dot_precision(_softmax_stats_kernel, queries, keys_a, keys_b)
         valid = column_valid.view(torch.uint8) if column_valid is not None else part_max
-        _softmax_stats_kernel[(row_blocks, num_splits)](
+        tiles = _INTERPRETER_TILES if _INTERPRETED else {}
+        _launch[lambda meta: (triton.cdiv(r, meta["BLOCK_M"]), num_splits)](
             queries, keys_a, keys_b, valid, temp, part_max, part_sum, part_acc,
-            r, n_a, n_b, d, tiles_per_split,
+            r, n_a, n_b, d, cols_per_split,
             queries.stride(0), keys_a.stride(0), keys_b.stride(0),
             GROUP=group_size, HAS_VALID=column_valid is not None, DOT_DTYPE=dot_dtype, PRECISION=precision,
-            BLOCK_D=block_d, **config,
+            BLOCK_D=block_d, **tiles,
         )
     return _combine(part_max, part_sum, part_acc)
 

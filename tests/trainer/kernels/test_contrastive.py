@@ -54,9 +54,9 @@ def check_queue_terms(gen, device, assert_close, *, dtype, temp_value, alpha, cm
 @pytest.mark.parametrize("cma,imc", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
 @pytest.mark.parametrize("temp_value", [0.001, 0.5])
-def test_queue_terms_match_reference(gen, device, assert_close, temp_value, alpha, cma, imc):
+def test_queue_terms_match_reference(gen, device, assert_close, fp32_tol, temp_value, alpha, cma, imc):
     check_queue_terms(gen, device, assert_close, dtype=torch.float32, temp_value=temp_value, alpha=alpha, cma=cma, imc=imc,
-                      tol_value=1e-5, tol_grad=1e-4, fused_fn=lambda *a, **kw: contrastive.queue_contrastive_losses(*a, **kw, splits=2))
+                      tol_value=fp32_tol(1e-5), tol_grad=fp32_tol(1e-4), fused_fn=lambda *a, **kw: contrastive.queue_contrastive_losses(*a, **kw, splits=2))
 
 
 @pytest.mark.parametrize("temp_value", [0.001, 0.07])
@@ -83,16 +83,16 @@ def lmi_inputs(gen, device, dtype, masked: bool) -> tuple[Tensor, Tensor, Tensor
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("temp_value", [0.001, 0.5])
-def test_lmi_matches_reference(gen, device, assert_close, temp_value, masked):
+def test_lmi_matches_reference(gen, device, assert_close, fp32_tol, temp_value, masked):
     global_feat, local_feat, mask, temp = lmi_inputs(gen, device, torch.float32, masked)
     temp = torch.tensor([temp_value], device=device, requires_grad=True)
     fused = contrastive.local_mutual_information(global_feat, local_feat, mask, temp, splits=2)
     ref = lmi_loss(global_feat, local_feat, mask, temp)
-    assert_close(fused, ref, 1e-5, "LMI")
+    assert_close(fused, ref, fp32_tol(1e-5), "LMI")
     got = torch.autograd.grad(fused, [global_feat, temp])
     want = torch.autograd.grad(ref, [global_feat, temp])
-    assert_close(got[0], want[0], 1e-4, "d/dglobal")
-    assert_close(got[1], want[1], 1e-4, "d/dtemp")
+    assert_close(got[0], want[0], fp32_tol(1e-4), "d/dglobal")
+    assert_close(got[1], want[1], fp32_tol(1e-4), "d/dtemp")
 
 
 def test_dispatch_without_gpu_uses_the_reference(gen, device, assert_close):
@@ -109,7 +109,7 @@ def test_dispatch_without_gpu_uses_the_reference(gen, device, assert_close):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_dispatch_takes_the_fused_path_on_cuda(gen, assert_close, dtype):
+def test_dispatch_takes_the_fused_path_on_cuda(gen, assert_close, fp32_tol, dtype):
     exact = dtype == torch.float32
 
     def dispatched(*args, cma, imc):
@@ -120,7 +120,7 @@ def test_dispatch_takes_the_fused_path_on_cuda(gen, assert_close, dtype):
             kernels.set_fused(False)
 
     check_queue_terms(gen, "cuda", assert_close, dtype=dtype, temp_value=0.07, alpha=0.4, cma=True, imc=True,
-                      tol_value=1e-5 if exact else 2e-3, tol_grad=1e-4 if exact else 2e-2, fused_fn=dispatched)
+                      tol_value=fp32_tol(1e-5) if exact else 2e-3, tol_grad=fp32_tol(1e-4) if exact else 2e-2, fused_fn=dispatched)
     global_feat, local_feat, mask, _ = lmi_inputs(gen, "cuda", dtype, masked=True)
     temp = torch.tensor([0.07], device="cuda")
     kernels.set_fused(True)
@@ -128,4 +128,4 @@ def test_dispatch_takes_the_fused_path_on_cuda(gen, assert_close, dtype):
         fused = kernels.local_mutual_information(global_feat, local_feat, mask, temp)
     finally:
         kernels.set_fused(False)
-    assert_close(fused, lmi_loss(global_feat, local_feat, mask, temp), 1e-5 if exact else 2e-3, "LMI")
+    assert_close(fused, lmi_loss(global_feat, local_feat, mask, temp), fp32_tol(1e-5) if exact else 2e-3, "LMI")
