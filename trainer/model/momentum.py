@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainer import kernels
 from trainer.model.tcl import TCL, DualEncoder, TeacherOutput
 
 
@@ -30,11 +31,12 @@ class MomentumEncoder(DualEncoder):
     @torch.no_grad()
     def update(self, online: TCL, momentum: float) -> None:
         """p_m = m * p_m + (1 - m) * p for every shared parameter, p being the online working weight
-        upcast to fp32 (one multi-tensor lerp)."""
+        (bf16 under DeepSpeed) upcast to fp32: one fused multi-tensor launch on GPU, foreach ops on CPU."""
         online_params = dict(online.named_parameters())
-        mine = [p for _, p in self.named_parameters()]
-        theirs = [online_params[name].detach().float() for name, _ in self.named_parameters()]
-        torch._foreach_lerp_(mine, theirs, 1.0 - momentum)
+        names = [name for name, _ in self.named_parameters()]
+        kernels.ema_update_(
+            [p for _, p in self.named_parameters()], [online_params[name].detach() for name in names], momentum
+        )
 
     def pooled_image_locals(self, tokens: Tensor) -> Tensor:
         """Patch tokens -> vision_proj -> L2-normalise -> average-pool the grid to local_grid^2 locals."""
