@@ -46,12 +46,12 @@ def kernel_table(rows: list[dict[str, Any]]) -> list[str]:
 def train_table(rows: list[dict[str, Any]], label: str) -> list[str]:
     phases = list(rows[0]["breakdown_ms"]) if rows else []
     lines = [
-        f"| {label} | samples/s | MFU | step ms | peak GiB | final loss | " + " | ".join(f"{p} ms" for p in phases) + " |",
-        "|---|" + "---:|" * (5 + len(phases)),
+        f"| {label} | samples/s | MFU | step ms | peak GiB | GiB at start | final loss | " + " | ".join(f"{p} ms" for p in phases) + " |",
+        "|---|" + "---:|" * (6 + len(phases)),
     ]
     for r in rows:
-        peak = "-" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.2f}"
-        cells = [f"{r['samples_per_sec']:,.0f}", f"{100 * r['mfu']:.1f}%", f"{r['step_ms']:.1f}", peak, f"{r['final_loss']:.4f}"]
+        peak, start = (("-" if r.get(k) is None else f"{r[k]:.2f}") for k in ("peak_memory_gib", "memory_at_start_gib"))
+        cells = [f"{r['samples_per_sec']:,.0f}", f"{100 * r['mfu']:.1f}%", f"{r['step_ms']:.1f}", peak, start, f"{r['final_loss']:.4f}"]
         cells += [f"{r['breakdown_ms'][p]:.2f}" for p in phases]
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
     return lines

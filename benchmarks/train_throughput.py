@@ -67,6 +67,8 @@ class VariantResult(BaseModel):
     breakdown_ms: dict[str, float]
     """Per step: data wait, each timed phase, and 'other' (the rest of the step: masking, host work)."""
     peak_memory_gib: float | None
+    memory_at_start_gib: float | None
+    """Still allocated when the variant began (what an earlier variant left behind inflates its peak)."""
     final_loss: float
 
 
@@ -162,6 +164,7 @@ def run_variant(
 ) -> VariantResult:
     """Build the model, engine and TrainStep of `cfg`, run warm-up steps, then time `steps` steps."""
     device = dist.device
+    at_start = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
     kernels.set_fused(cfg.engine.fused_kernels)
     torch.manual_seed(cfg.seed)
     model, teacher, queues = build_model(cfg)
@@ -206,7 +209,7 @@ def run_variant(
         variant=name, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         batch_size=cfg.data.batch_size, steps=steps, samples_per_sec=samples_per_sec,
         mfu=mfu(samples_per_sec, flops_per_sample(cfg).total, peak_flops), step_ms=step_ms,
-        breakdown_ms=breakdown, peak_memory_gib=peak, final_loss=final_loss,
+        breakdown_ms=breakdown, peak_memory_gib=peak, memory_at_start_gib=at_start, final_loss=final_loss,
     )
 
 
