@@ -27,6 +27,7 @@ if not torch.cuda.is_available():
 from pydantic import BaseModel
 from torch import Tensor
 
+from trainer import kernels
 from trainer.config import load
 from trainer.kernels import contrastive, ema, mlm_head
 from trainer.losses import cma_loss, imc_loss, lmi_loss, mlm_loss
@@ -148,8 +149,8 @@ def ema_case(size: str, device: str) -> KernelResult:
     start = [torch.randn(shape, device=device) for shape in shapes]
     ref_params, fused_params = [p.clone() for p in start], [p.clone() for p in start]
 
-    def reference() -> list[Tensor]:  # what trainer.model.momentum does: upcast copies, then one lerp
-        torch._foreach_lerp_(ref_params, [p.float() for p in online], 1 - 0.995)
+    def reference() -> list[Tensor]:  # the dispatch's torch path (fusion off): _foreach_mul_ + _foreach_add_
+        kernels.ema_update_(ref_params, online, 0.995)
         return ref_params
 
     def fused() -> list[Tensor]:
