@@ -146,41 +146,38 @@ def test_forward_rejects_missing_inputs_with_clear_errors(tiny: TinyModels) -> N
         forward_step(model, teacher, queues, batch)
 
 
-def test_temperature_is_clamped_in_the_forward(tiny: TinyModels) -> None:
-    """The parameter may leave [0.001, 0.5] (an optimizer step on ZeRO's master copy); every term uses the
-    clamped value. Inside the range the temperature gets a gradient."""
+def _at_temperatures(tiny: TinyModels, values: tuple[float, ...]) -> dict[float, tuple[dict, torch.Tensor]]:
+    """Forward + backward with the temperature parameter set to each value: (outputs, temp gradient)."""
     model, teacher, queues = tiny
     batch = random_batch(model.cfg)
     results = {}
-    for value in (5.0, 0.5, 1e-5, 0.001, 0.07):
+    for value in values:
         with torch.no_grad():
             model.temp.fill_(value)
         model.zero_grad()
         torch.manual_seed(0)
         out, _, _ = forward_step(model, teacher, queues, batch)
         out["loss"].backward()
-        results[value] = out
+        results[value] = (out, model.temp.grad.clone())
+    return results
+
+
+def test_temperature_is_clamped_in_the_forward(tiny: TinyModels) -> None:
+    """The parameter may leave [0.001, 0.5] (an optimizer step on ZeRO's master copy); every term uses the
+    clamped value. Inside the range the temperature gets a gradient."""
+    runs = _at_temperatures(tiny, (5.0, 0.5, 1e-5, 0.001, 0.07))
+    results = {value: out for value, (out, _) in runs.items()}
     for outside, boundary in ((5.0, 0.5), (1e-5, 0.001)):
         for name in TERMS:
             torch.testing.assert_close(results[outside][name], results[boundary][name], msg=name)
     assert not torch.isclose(results[0.5]["imc_i2i"], results[0.001]["imc_i2i"])
-    assert model.temp.grad is not None and model.temp.grad.abs().item() > 0
+    assert runs[0.07][1].abs().item() > 0
 
 
 def test_temperature_outside_the_range_still_gets_the_gradient(tiny: TinyModels) -> None:
     """Straight-through clamp: a parameter pushed past a bound gets the gradient it would get at the bound,
     so it can come back (a plain clamp would give 0 and leave it stuck)."""
-    model, teacher, queues = tiny
-    batch = random_batch(model.cfg)
-    grads = {}
-    for value in (0.5, 5.0, 0.001, 1e-5):
-        with torch.no_grad():
-            model.temp.fill_(value)
-        model.zero_grad()
-        torch.manual_seed(0)
-        out, _, _ = forward_step(model, teacher, queues, batch)
-        out["loss"].backward()
-        grads[value] = model.temp.grad.clone()
+    grads = {value: grad for value, (_, grad) in _at_temperatures(tiny, (0.5, 5.0, 0.001, 1e-5)).items()}
     torch.testing.assert_close(grads[5.0], grads[0.5])
     torch.testing.assert_close(grads[1e-5], grads[0.001])
     assert grads[5.0].abs().item() > 0 and grads[1e-5].abs().item() > 0
