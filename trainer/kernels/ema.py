@@ -36,8 +36,8 @@ def _ema_kernel(table_ptr, m, CHUNK: tl.constexpr, BLOCK: tl.constexpr, DST: tl.
 
 def _sizes(interpreted: bool) -> tuple[int, int]:
     """(CHUNK, BLOCK) in elements: 64K-element chunks on a GPU (a few thousand programs for a
-    200M-parameter model), tiny ones in the interpreter so that tests cross chunk boundaries."""
-    return (64, 32) if interpreted else (65536, 2048)
+    200M-parameter model); small ones in the interpreter, where tests cross chunk boundaries."""
+    return (1024, 512) if interpreted else (65536, 2048)
 
 
 @functools.lru_cache(maxsize=16)

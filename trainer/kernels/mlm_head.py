@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from trainer.kernels.launch import check_tensors, is_interpreted
+from trainer.kernels.launch import check_tensors
 from trainer.losses import IGNORE_INDEX
 
 
@@ -111,7 +111,7 @@ class _MLMHeadLoss(torch.autograd.Function):
         grad_hidden = torch.empty(m, h, device=hidden.device, dtype=dtype) if needs[0] else None
         grad_weight = torch.zeros(v, h, device=hidden.device, dtype=torch.float32) if needs[1] else None
         grad_bias = torch.zeros(v, device=hidden.device, dtype=torch.float32) if needs[2] else None
-        block_v = 1024 if not is_interpreted(_distilled_ce_kernel) else 16
+        block_v = max(16, min(1024, triton.next_power_of_2(v) // 4))  # several tiles even for a toy vocabulary
         for start in range(0, m, chunk_rows):
             rows = slice(start, min(start + chunk_rows, m))
             logits = torch.addmm(b_, x[rows], w.t())

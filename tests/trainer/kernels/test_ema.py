@@ -8,7 +8,7 @@ import torch
 from trainer import kernels
 from trainer.kernels import ema
 
-SHAPES = [(1,), (37,), (5, 7), (130,), (3, 4, 11)]  # 130 and 132 elements span several 64-element chunks
+SHAPES = [(1,), (37,), (5, 7), (2100,), (3, 4, 11), (9, 300)]  # 2100 and 2700 elements span several 1024-element chunks
 
 
 def momentum_views(flat: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -26,7 +26,7 @@ def momentum_views(flat: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor
 @pytest.mark.parametrize("online_dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("m", [0.995, 0.0, 1.0])
 def test_matches_per_tensor_update_and_writes_nothing_else(gen, device, online_dtype, m):
-    flat = torch.randn(600, generator=gen).to(device)
+    flat = torch.randn(5300, generator=gen).to(device)
     before = flat.clone()
     momentum, gap = momentum_views(flat)
     online = [torch.randn(shape, generator=gen).to(device, online_dtype) for shape in SHAPES]
@@ -47,13 +47,13 @@ def test_repeated_updates_converge_to_the_online_weights(gen, device):
 
 
 def test_new_tensors_get_their_own_table(gen, device):
-    first = [torch.zeros(70, device=device)]
-    ema.ema_update_(first, [torch.ones(70, device=device)], 0.5)
-    second = [torch.zeros(9, device=device), torch.zeros(70, device=device)]
-    ema.ema_update_(second, [torch.ones(9, device=device), torch.full((70,), 2.0, device=device)], 0.5)
-    assert torch.equal(first[0], torch.full((70,), 0.5, device=device))
+    first = [torch.zeros(1100, device=device)]
+    ema.ema_update_(first, [torch.ones(1100, device=device)], 0.5)
+    second = [torch.zeros(9, device=device), torch.zeros(1100, device=device)]
+    ema.ema_update_(second, [torch.ones(9, device=device), torch.full((1100,), 2.0, device=device)], 0.5)
+    assert torch.equal(first[0], torch.full((1100,), 0.5, device=device))
     assert torch.equal(second[0], torch.full((9,), 0.5, device=device))
-    assert torch.equal(second[1], torch.ones(70, device=device))
+    assert torch.equal(second[1], torch.ones(1100, device=device))
 
 
 def test_bad_inputs_are_named(device):
