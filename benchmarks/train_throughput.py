@@ -9,7 +9,7 @@ synthetic batches already on the device (random uint8 crops, augmentation parame
 real distribution, random captions) or, with `--loader`, the real loader on the MDS shards of
 data.train. `--loader-only` times the loader alone (no model): the data path must outrun training.
 The breakdown records device events around the step's parts (no synchronisation inside a step).
-MFU is reported against the model FLOP count of benchmarks.flops.
+MFU is reported against the model FLOP count of trainer.flops.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from benchmarks.flops import H100_SXM_BF16_FLOPS, flops_per_sample, mfu
+from trainer.flops import H100_SXM_BF16_FLOPS, flops_per_sample, mfu
 from trainer import kernels
 from trainer.config import RunConfig, load
 from trainer.data.augment_params import draw_view_params

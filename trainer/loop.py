@@ -22,6 +22,7 @@ from trainer.distributed import DistInfo, any_rank, barrier
 from trainer.engine import build_engine, distill_alpha
 from trainer import kernels
 from trainer.eval.retrieval import evaluate_retrieval
+from trainer.flops import flops_per_sample, mfu
 from trainer.metrics import MetricsLog, PrometheusExporter, format_eval_line, format_train_line
 from trainer.model import build_model, count_parameters
 from trainer.plots import plot_run
@@ -53,6 +54,7 @@ class Trainer:
             raise ValueError(f"data.train {cfg.data.train!r} gives no full batch of {cfg.data.batch_size} per rank")
         self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
 
+        self.flops_per_sample = flops_per_sample(cfg).total
         model, teacher, queues = build_model(cfg)
         logger.info("model: %.1fM trainable parameters", count_parameters(model) / 1e6)
         self.engine = build_engine(model, cfg, total_steps=self.total_steps, device=self.device)
@@ -158,7 +160,11 @@ class Trainer:
             "alpha": alpha, "samples_per_sec": steps * self.cfg.data.batch_size * self.dist.world_size / elapsed,
             "data_wait_frac": data_wait / elapsed, "step_time": elapsed / steps, "time": time.time(),
         }
-        gpu_memory = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        gpu_memory = None
+        if self.device.type == "cuda":
+            gpu_memory = torch.cuda.max_memory_allocated(self.device)
+            per_device = record["samples_per_sec"] / self.dist.world_size
+            record["mfu"] = mfu(per_device, self.flops_per_sample, self.cfg.log.peak_flops)
         self.exporter.update(record, gpu_memory)
         if self.dist.is_main:
             logger.info(format_train_line(record))

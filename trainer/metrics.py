@@ -33,6 +33,7 @@ def format_train_line(record: dict[str, Any]) -> str:
         f"step {record['step']}/{record['total_steps']} epoch {record['epoch']} {terms} lr={record['lr']:.3e}"
         f" temp={record['temp']:.4f} alpha={record['alpha']:.3f} samples/s={record['samples_per_sec']:.1f}"
         f" data_wait={100 * record['data_wait_frac']:.1f}% step_time={record['step_time']:.3f}s"
+        + (f" mfu={100 * record['mfu']:.1f}%" if "mfu" in record else "")
     )
 
 
@@ -63,6 +64,7 @@ class PrometheusExporter:
         self.samples = gauge("tcl_train_samples_per_second", "Training throughput over all ranks")
         self.loss = gauge("tcl_train_loss", "Loss terms at the last log step", ("term",))
         self.gpu_memory = gauge("tcl_gpu_memory_bytes", "Peak GPU memory allocated by this rank")
+        self.mfu = gauge("tcl_train_mfu", "Model FLOPs utilisation of this rank's accelerator (0..1)")
         start_http_server(port + local_rank, registry=self.registry)
         logger.info("prometheus metrics on port %d", port + local_rank)
 
@@ -78,3 +80,5 @@ class PrometheusExporter:
             self.loss.labels(r, term).set(value)
         if gpu_memory is not None:
             self.gpu_memory.labels(r).set(gpu_memory)
+        if "mfu" in record:
+            self.mfu.labels(r).set(record["mfu"])

@@ -26,5 +26,7 @@ class LogConfig(Section):
     every_steps: int = Field(50, ge=1)
     progress_bar: bool = True
     """Show a progress bar on rank 0 when stdout is a terminal."""
+    peak_flops: float = Field(989e12, gt=0)
+    """One accelerator's peak FLOP/s for MFU (default: H100 SXM dense bf16); MFU is reported on GPUs only."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Serve per-rank Prometheus metrics on port + local rank; None disables it."""

@@ -7,7 +7,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.flops import flops_per_sample, fusion_forward, image_keys_values, mfu, text_forward, vit_forward
+from trainer.flops import flops_per_sample, fusion_forward, image_keys_values, mfu, text_forward, vit_forward
 from trainer.config import load
 from trainer.model.bert import TextFusionModel
 from trainer.model.vision import build_vision_encoder
