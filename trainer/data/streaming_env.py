@@ -27,7 +27,7 @@ def prepare_streaming_env() -> None:
     run are removed on local rank 0 while the other ranks wait. Tokenizer threads are turned off:
     the loader forks workers, and its batches are small.
     """
-    if "LOCAL_WORLD_SIZE" not in os.environ and "LOCAL_SIZE" in os.environ:
+    if "LOCAL_SIZE" in os.environ:  # set by the launcher for this very process: it wins over an inherited value
         os.environ["LOCAL_WORLD_SIZE"] = os.environ["LOCAL_SIZE"]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if streaming_dist.get_local_rank() == 0:

@@ -103,8 +103,8 @@ def test_stale_shared_memory_after_a_crash_is_cleaned_at_start_up(
     assert "Reused local directory" in outcome.get(timeout=60)
     restart.join(30)
     # deepspeed's launcher exports LOCAL_SIZE; streaming reads LOCAL_WORLD_SIZE
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setenv("LOCAL_SIZE", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # an inherited value: the launcher's LOCAL_SIZE must win,
+    monkeypatch.setenv("LOCAL_SIZE", "1")  # and monkeypatch restores what prepare_streaming_env writes
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     prepare_streaming_env()
     assert os.environ["LOCAL_WORLD_SIZE"] == "1" and os.environ["TOKENIZERS_PARALLELISM"] == "true"

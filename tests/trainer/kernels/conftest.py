@@ -1,10 +1,5 @@
-"""Kernel tests run on the GPU when there is one, else on CPU tensors through the Triton interpreter.
-
-Triton reads TRITON_INTERPRET when a kernel is decorated and again inside some launches, so it is set
-here, before any test module imports a kernel module, and stays set for the session. Without a GPU that
-changes nothing else: nothing but the interpreter can run a Triton kernel on such a machine, and torch's
-CPU compiler does not use Triton.
-"""
+"""Kernel tests run on the GPU when there is one, else on CPU tensors through the Triton interpreter
+(TRITON_INTERPRET is set for the whole session by tests/conftest.py, before any kernel module is imported)."""
 
 from __future__ import annotations
 
@@ -13,9 +8,6 @@ from collections.abc import Callable
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
