@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from trainer import kernels
 from trainer.checkpoint import Checkpointer
 from trainer.config import RunConfig, dump
 from trainer.control_plane import ControlPlane
@@ -20,7 +21,6 @@ from trainer.data.loader import build_eval_data, build_train_loader, tokenize
 from trainer.data.tokenizer import load_tokenizer
 from trainer.distributed import DistInfo, any_rank, barrier
 from trainer.engine import build_engine, distill_alpha
-from trainer import kernels
 from trainer.eval.retrieval import evaluate_retrieval
 from trainer.flops import flops_per_sample, mfu
 from trainer.metrics import MetricsLog, PrometheusExporter, format_eval_line, format_train_line
