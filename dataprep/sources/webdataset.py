@@ -7,6 +7,8 @@ Keys are `<tar name>/<key>`; members of one key are adjacent, as WebDataset writ
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import tarfile
 from collections.abc import Iterator
@@ -101,12 +103,8 @@ def count(spec: SourceSpec) -> int | None:
     total = 0
     for name in names:
         keys: list[str] = []
-        try:
-            with tarfile.open(store.url(name)) as archive:
-                for member in archive:
-                    if member.isfile():
-                        keys.append(_split_name(member.name)[0])
-        except (tarfile.TarError, EOFError):
-            pass  # counted as far as it can be read; the conversion reports the damage
+        # A damaged tar is counted as far as it can be read; the conversion itself reports the damage.
+        with contextlib.suppress(tarfile.TarError, EOFError), tarfile.open(store.url(name)) as archive:
+            keys.extend(_split_name(member.name)[0] for member in archive if member.isfile())
         total += sum(1 for i, key in enumerate(keys) if i == 0 or key != keys[i - 1])
     return total
