@@ -36,12 +36,13 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class SelfOutput(nn.Module):
-    """Projection, dropout, residual and LayerNorm after an attention (BERT's post-norm block)."""
+class PostNormOutput(nn.Module):
+    """Projection back to the hidden width, dropout, residual and LayerNorm: BERT's post-norm block after
+    an attention (`attention.output`) and after the FFN (`output`), which differ only in input width."""
 
-    def __init__(self, cfg: TextConfig) -> None:
+    def __init__(self, cfg: TextConfig, in_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(in_features, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -74,7 +75,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: TextConfig, kv_width: int) -> None:
         super().__init__()
         self.self = AttentionProjections(cfg, kv_width)
-        self.output = SelfOutput(cfg)
+        self.output = PostNormOutput(cfg, cfg.hidden_size)
         self.dropout_p = cfg.dropout
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
@@ -94,17 +95,6 @@ class Intermediate(nn.Module):
         return F.gelu(self.dense(x))
 
 
-class Output(nn.Module):
-    def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
 class BertLayer(nn.Module):
     """Self-attention, then (fusion layers only) cross-attention to the image, then the FFN."""
 
@@ -113,7 +103,7 @@ class BertLayer(nn.Module):
         self.attention = Attention(cfg, cfg.hidden_size)
         self.crossattention = Attention(cfg, image_width) if image_width is not None else None
         self.intermediate = Intermediate(cfg)
-        self.output = Output(cfg)
+        self.output = PostNormOutput(cfg, cfg.intermediate_size)
 
     def forward(self, x: Tensor, mask: Tensor | None, image_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = self.attention(x, self.attention.self.key_value(x), mask)
