@@ -8,7 +8,8 @@
 #   4. training throughput, paper config, synthetic inputs on the GPU: eager vs fused
 #   5. the data path alone: a synthetic MDS corpus of JPEGs through the real loader, 16 workers
 #   6. (GPU_CHECK_LOADER_TRAIN=1) training through the real loader
-# Full logs and JSON go to $OUT; the compact table (summary.md) is printed last.
+# Full logs and JSON go to $OUT; the compact table (summary.md) is printed last. Exit status 1 when a step
+# failed, timed out or was skipped.
 # Without a GPU it runs as a dry run at toy sizes (no install), to check the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ run_step() {
   case $rc in 0) STATUS[$name]=ok ;; 124|137) STATUS[$name]="timed out after ${limit}s" ;; *) STATUS[$name]="failed (exit $rc)" ;; esac
   log "$name: ${STATUS[$name]}"
 }
+
 
 if nvidia-smi >/dev/null 2>&1; then
   DRY=0; PY=python3
@@ -60,7 +62,7 @@ fi
 tee -a "$LOG" < "$OUT/env.txt"
 
 run_step parity 150 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/parity.xml" \
-  tests/trainer/kernels tests/benchmarks/test_flops.py
+  tests/trainer/kernels tests/trainer/test_flops.py
 run_step kernels 90 "$PY" -m benchmarks.kernel_bench --size "$KSIZE" --json "$OUT/kernels.json"
 run_step train 210 "$PY" -m benchmarks.train_throughput --config "$CONFIG" --steps "$STEPS" --warmup "$WARMUP" \
   --variants eager,fused --json "$OUT/train.json"
@@ -80,5 +82,12 @@ fi
 
 STEP_STATUS=$(for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done | sort | paste -sd';' -)
 "$PY" -m benchmarks.gpu_summary "$OUT" --status "$STEP_STATUS" > "$OUT/summary.md" 2>>"$LOG"
-log "done"
 cat "$OUT/summary.md"
+# Only a run whose every step is ok exits 0: a failed, timed-out or skipped step must show in the exit
+# status, not only in the summary.
+failed=$(for k in "${!STATUS[@]}"; do [[ ${STATUS[$k]} == ok ]] || echo "$k"; done | sort | paste -sd' ' -)
+if [[ -n $failed ]]; then
+  log "done: FAILED steps: $failed"
+  exit 1
+fi
+log "done: every step ok"
