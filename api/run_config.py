@@ -60,6 +60,8 @@ def build_run_config(config: PresetConfig | dict[str, Any], settings: Settings, 
     tree = _requested(config, settings).model_dump(mode="json")
     for keys in DATA_LOCATIONS + NAME_OR_PATH:
         value = _get(tree, keys)
+        if keys in DATA_LOCATIONS and value == "":
+            continue  # not a path: trainer.preflight refuses it, saying that null switches a split off
         if isinstance(value, str) and (keys in DATA_LOCATIONS or _looks_local(value, settings.workdir)):
             confined = confine(value, settings.data_roots, workdir=settings.workdir, allow_s3=settings.allow_s3,
                                what=".".join(keys))

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     """Relative paths in a request are resolved against this folder."""
     allow_s3: bool = True
     """Accept s3:// data locations."""
+    s3_buckets: list[str] | None = None
+    """Buckets that s3:// locations of a run may name (JSON list); None accepts any bucket."""
+    s3_check_index: bool = False
+    """Read each s3:// split's index.json (through S3_ENDPOINT_URL) before accepting a run, as local ones are;
+    off by default because the API may hold no credentials for the trainers' buckets."""
+    run_max_ranks: int | None = Field(None, ge=1)
+    """Most ranks (nodes x procs_per_node) one run may ask for; None: the host's cores for the local launcher,
+    no cap for Kubernetes."""
+    run_max_gpus: int | None = Field(None, ge=0)
+    """Most GPUs one run may ask for; None: the host's GPUs for the local launcher, no cap for Kubernetes."""
 
     launchers: list[LauncherName] = ["local"]
     """Launchers this server offers."""

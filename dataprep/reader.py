@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from streaming.base.compression import decompress
 from streaming.base.format.mds import MDSReader
 
-from dataprep.schema import INDEX_NAME, MANIFEST_NAME, Manifest
+from dataprep.schema import INDEX_NAME, MANIFEST_NAME, Manifest, index_problems
 from dataprep.storage import Store
 
 
@@ -33,11 +33,18 @@ def load_manifest(dataset: Store) -> Manifest:
 
 
 def load_index(dataset: Store) -> list[dict[str, Any]]:
-    """The shard entries of the dataset's merged index.json."""
+    """The shard entries of the dataset's merged index.json, once every shard's columns are checked to be
+    exactly dataprep's (nothing of a dataset that declares other decoders is ever decoded)."""
     try:
-        return json.loads(dataset.read_bytes(INDEX_NAME))["shards"]
+        index = json.loads(dataset.read_bytes(INDEX_NAME))
     except FileNotFoundError:
         raise DatasetError(f"{dataset.url(INDEX_NAME)} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{dataset.url(INDEX_NAME)} is not JSON: {error}") from None
+    problems = index_problems(index)
+    if problems:
+        raise DatasetError("\n".join(f"{dataset.url(INDEX_NAME)}: {problem}" for problem in problems))
+    return index["shards"]
 
 
 def stored_basename(shard: dict[str, Any]) -> str:

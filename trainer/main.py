@@ -18,6 +18,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 
 from trainer.config import ConfigError, RunConfig, load  # noqa: E402
+from trainer.preflight import preflight  # noqa: E402
 
 logger = logging.getLogger("trainer")
 
@@ -32,10 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_locations(cfg: RunConfig) -> None:
-    """Local shard folders must exist with an MDS index before any process group starts."""
-    for key, location in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
-        if location and "://" not in location and not os.path.isfile(os.path.join(location, "index.json")):
-            raise ConfigError(f"{key}: no MDS dataset at {location!r} (missing {os.path.join(location, 'index.json')})")
+    """Refuse before any process group starts what trainer.preflight refuses (the API runs the same checks)."""
+    problems = preflight(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from api.admission import AdmissionError, admit
 from api.deps import Operator, RunCaller, RunId, ServicesDep, SettingsDep, StoreDep
 from api.launchers.base import Launcher, ResourceError
 from api.run_config import build_run_config
@@ -48,7 +49,8 @@ def create_run(body: RunCreate, services: ServicesDep, settings: SettingsDep) ->
     try:
         config = build_run_config(body.config, settings, launcher.placement(run_id))
         launcher.check(run_id, config, body.resources)
-    except (ConfigError, PathNotAllowed, ResourceError) as err:
+        admit(config, body.resources, body.launcher, settings)
+    except (ConfigError, PathNotAllowed, ResourceError, AdmissionError) as err:
         raise HTTPException(422, str(err)) from None
     row = services.store.create_run(
         run_id=run_id, name=config.name, launcher=body.launcher, resources=body.resources.model_dump(),

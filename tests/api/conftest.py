@@ -180,6 +180,7 @@ class ApiServer:
         folder = self.root / "data" / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "behaviour.json").write_text(json.dumps(behaviour))
+        (folder / "index.json").write_text('{"version": 2, "shards": []}')  # an MDS index, as admission requires
         return str(folder)
 
     def wait_state(self, run_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:

@@ -86,14 +86,17 @@ def resolve_config_path(name_or_path: str) -> Any:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn ['optim.lr=3e-4', 'data.train=s3://b/p'] into a nested dict; values are YAML scalars or flow lists."""
+    """Turn ['optim.lr=3e-4', 'data.train=s3://b/p'] into a nested dict; values are YAML scalars or flow lists.
+
+    An empty value (`data.eval=`) is null, as `eval:` is in a YAML file: it switches an optional setting off
+    (and a required one fails validation by name), the same through the CLI and the API."""
     tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
         try:
-            value = _yaml(raw) if raw else ""
+            value = _yaml(raw)
         except yaml.YAMLError as err:
             raise ConfigError(f"override {key}: cannot parse value {raw!r}: {err}") from None
         node = tree

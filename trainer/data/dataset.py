@@ -11,21 +11,21 @@ from streaming import StreamingDataset
 from torch.utils.data import DataLoader, Dataset
 
 from dataprep.captions import pre_caption
-from dataprep.schema import captions_of
+from dataprep.schema import captions_of, column_problem
 from trainer.config import AugmentConfig
 from trainer.data.seeding import sample_rng
 from trainer.data.transforms import EvalTransform, TwoViewTransform
 
-REQUIRED_COLUMNS = ("image", "caption", "sample_id")
 VIEW_STREAMS = ("view0", "view1")
 
 
 def check_columns(dataset: StreamingDataset, where: str) -> None:
-    """Fail at start-up, naming the split, when its shards lack a column the trainer reads."""
+    """Fail at start-up, naming the split, the shard and the column, unless every shard's columns are exactly
+    dataprep's (names and encodings): no row is decoded with a decoder an untrusted index.json chose."""
     for shard in dataset.shards:
-        missing = [c for c in REQUIRED_COLUMNS if c not in shard.column_names]
-        if missing:
-            raise ValueError(f"MDS split {where}: shard {shard.raw_data.basename} lacks column(s) {missing}")
+        problem = column_problem(shard.raw_data.basename, shard.column_names, shard.column_encodings)
+        if problem:
+            raise ValueError(f"MDS split {where}: {problem}")
 
 
 def image_bytes(row: dict[str, Any], index: int, where: str) -> bytes:
