@@ -20,6 +20,9 @@ class EvalConfig(Section):
     k_test: int = Field(256, ge=1)
     """ITC candidates re-ranked by the ITM head per query."""
     batch_size: int = Field(128, ge=1)
+    image_size: int | None = Field(None, ge=16)
+    """Resolution of the retrieval evaluation (the paper's zero-shot protocol: 384), position embeddings
+    interpolated as the official code does; None = the training resolution model.vision.img_size."""
 
 
 class LogConfig(Section):

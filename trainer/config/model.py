@@ -77,6 +77,9 @@ class ModelConfig(Section):
     temp_max: float = Field(0.5, gt=0)
     local_grid: int = Field(4, ge=1)
     """Image locals for LMI: the patch grid is average-pooled to local_grid x local_grid."""
+    init: str | None = None
+    """Weights-only start (new optimizer, schedule, step 0) from any checkpoint trainer.weights reads: an
+    official TCL/ALBEF .pth, a step directory of ours or a tcl export. Applied after vision/text init."""
     grad_checkpointing: bool = False
     """Recompute encoder activations in backward to save memory."""
 

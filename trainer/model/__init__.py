@@ -27,6 +27,10 @@ def build_model(cfg: RunConfig) -> tuple[TCL, MomentumEncoder, FeatureQueue]:
         for encoder in (model, teacher):
             encoder.compile_blocks()
     queues = FeatureQueue(cfg.model.queue_size, cfg.model.embed_dim, seed=cfg.seed)
+    if cfg.model.init:  # weights-only start from a checkpoint of any layout trainer.weights reads
+        from trainer.weights.load import init_from
+
+        init_from(cfg.model.init, model, teacher, queues)
     return model, teacher, queues
 
 

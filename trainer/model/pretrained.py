@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
@@ -21,17 +20,20 @@ class WeightLoadError(ValueError):
 
 @dataclass
 class LoadReport:
-    """Which keys of the target module were loaded, which stayed at their init, which were ignored."""
+    """Which keys of the target module were loaded, which stayed at their init, which were ignored, and
+    which checkpoint tensors were only checked (stored twice in the checkpoint's layout, e.g. tied weights)."""
 
     source: str
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    derived: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.missing)} missing"
                 f" ({', '.join(self.missing[:6])}{'...' if len(self.missing) > 6 else ''}),"
-                f" {len(self.unexpected)} unexpected")
+                f" {len(self.unexpected)} unexpected"
+                + (f", {len(self.derived)} derived (checked)" if self.derived else ""))
 
 
 def load_matching(
@@ -47,7 +49,8 @@ def load_matching(
             continue
         if state[name].shape != target.shape:
             raise WeightLoadError(
-                f"{source}: shape mismatch for {name}: checkpoint {tuple(state[name].shape)}, model {tuple(target.shape)}"
+                f"{source}: shape mismatch for {name}:"
+                f" checkpoint {tuple(state[name].shape)}, model {tuple(target.shape)}"
             )
         report.loaded.append(name)
     module.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
@@ -67,7 +70,8 @@ def _read_checkpoint(path: Path) -> dict[str, Tensor]:
 
 def load_vision_weights(encoder: nn.Module, init: str) -> LoadReport:
     """A local checkpoint file, or a timm model name with pretrained weights (from its cache or hub).
-    The position embedding is resampled (bicubic) to the encoder's grid, e.g. DeiT-B/16 224 -> 256/384."""
+    The position embedding is resampled to the encoder's grid as the official code does (plain bicubic,
+    no antialias), e.g. DeiT-B/16 224 -> 256/384. A file that fits nothing of the encoder is an error."""
     path = Path(init)
     if path.is_file():
         state = _read_checkpoint(path)
@@ -78,15 +82,25 @@ def load_vision_weights(encoder: nn.Module, init: str) -> LoadReport:
             state = timm.create_model(init, pretrained=True, num_classes=0).state_dict()
         except Exception as err:  # timm raises several types for unknown names / missing weights
             raise WeightLoadError(f"vision init {init!r}: not a file and not loadable from timm: {err}") from err
-    if "pos_embed" in state:
-        target = encoder.pos_embed
-        if state["pos_embed"].shape != target.shape:
-            prefix = getattr(encoder, "num_prefix_tokens", 1)
-            state = dict(state)
-            state["pos_embed"] = resample_abs_pos_embed(
-                state["pos_embed"], new_size=list(encoder.patch_embed.grid_size), num_prefix_tokens=prefix
-            )
-    return load_matching(encoder, state, source=f"vision:{init}")
+    from trainer.weights.official import interpolate_pos_embed, is_official
+
+    if is_official(state):
+        raise WeightLoadError(
+            f"vision init {init!r}: this is an official TCL/ALBEF checkpoint (visual_encoder.*, text_encoder.*):"
+            " use model.init, which reads the whole model from it"
+        )
+    if "pos_embed" in state and state["pos_embed"].shape != encoder.pos_embed.shape:
+        state = dict(state)
+        state["pos_embed"] = interpolate_pos_embed(
+            state["pos_embed"], encoder.patch_embed.grid_size[0], getattr(encoder, "num_prefix_tokens", 1)
+        )
+    report = load_matching(encoder, state, source=f"vision:{init}")
+    if not report.loaded:
+        raise WeightLoadError(
+            f"vision init {init!r}: none of its {len(state)} tensors is a timm ViT weight"
+            f" (its keys look like {', '.join(sorted(state)[:3])})"
+        )
+    return report
 
 
 def resolve_location(init: str) -> str:

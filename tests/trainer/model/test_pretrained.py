@@ -14,6 +14,7 @@ from torch import nn
 from transformers import BertForMaskedLM, BertForPreTraining, BertModel, PreTrainedModel
 
 from tests.trainer.model.tcl_testing import hf_bert_config, tiny_model_config
+from tests.trainer.weights.official_files import official_interpolate_pos_embed
 from trainer.config import TextConfig, VisionConfig, load
 from trainer.model import WeightLoadError, build_model, load_text_weights, load_vision_weights
 from trainer.model.bert import TextFusionModel
@@ -119,7 +120,8 @@ def vision_cfg() -> VisionConfig:
 
 def test_vit_checkpoint_at_another_resolution_resamples_pos_embed(vision_cfg: VisionConfig, tmp_path: Path) -> None:
     """A 32 px checkpoint (2 x 2 grid) in DeiT's {"model": ...} layout into the 64 px encoder (4 x 4):
-    pos_embed is timm's bicubic resample, the rest is copied, the classifier head is unexpected."""
+    pos_embed is the official interpolate_pos_embed's plain bicubic (not timm's antialiased resample), the rest
+    is copied, the classifier head is unexpected."""
     source = timm_vit(vision_cfg, img_size=32)
     path = tmp_path / "deit.pth"
     torch.save({"model": source.state_dict()}, path)
@@ -127,9 +129,11 @@ def test_vit_checkpoint_at_another_resolution_resamples_pos_embed(vision_cfg: Vi
     report = load_vision_weights(encoder, str(path))
 
     assert report.missing == [] and sorted(report.unexpected) == ["head.bias", "head.weight"]
-    want = resample_abs_pos_embed(source.pos_embed.detach(), new_size=[4, 4], num_prefix_tokens=1)
+    want = official_interpolate_pos_embed(source.pos_embed.detach(), 4)
     assert encoder.pos_embed.shape == (1, 17, 64)
-    torch.testing.assert_close(encoder.pos_embed.detach(), want)
+    torch.testing.assert_close(encoder.pos_embed.detach(), want, rtol=0, atol=0)
+    antialiased = resample_abs_pos_embed(source.pos_embed.detach(), new_size=[4, 4], num_prefix_tokens=1)
+    assert not torch.allclose(antialiased, want, atol=1e-4)
     assert torch.equal(encoder.pos_embed[:, 0], source.pos_embed[:, 0]), "the CLS position must not be resampled"
     for name, value in source.state_dict().items():
         if name != "pos_embed" and not name.startswith("head."):
@@ -159,6 +163,10 @@ def test_vit_errors_name_the_problem_and_change_nothing(vision_cfg: VisionConfig
         load_vision_weights(encoder, str(not_weights))
     with pytest.raises(WeightLoadError, match="not a file and not loadable from timm"):
         load_vision_weights(encoder, "no_such_vit_anywhere")
+    unrelated = tmp_path / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, unrelated)
+    with pytest.raises(WeightLoadError, match=r"none of its 2 tensors is a timm ViT weight \(its keys look like conv1"):
+        load_vision_weights(encoder, str(unrelated))
     assert all(torch.equal(encoder.state_dict()[k], v) for k, v in before.items())
 
 
