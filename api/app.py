@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from api.deps import Services
 from api.launchers import Launcher, build_launchers
+from api.leader import leader_lock
 from api.limits import BodySizeLimit
 from api.metrics import RunCollector
 from api.routes import checkpoints, health, metrics, runs
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None, launchers: dict[str, Launcher] 
             migrate(engine)
         store = Store(engine)
         enabled = launchers if launchers is not None else build_launchers(settings)
-        supervisor = Supervisor(store, enabled, settings)
+        supervisor = Supervisor(store, enabled, settings, leader_lock(engine))
         app.state.services = Services(store, enabled, supervisor)
         app.state.metrics_registry = CollectorRegistry(auto_describe=False)
         app.state.metrics_registry.register(RunCollector(store, settings.metrics_finished_ttl_seconds))

@@ -1,4 +1,6 @@
-"""FastAPI dependencies: settings, the services built at start-up, and the two kinds of callers."""
+"""FastAPI dependencies: settings, the services built at start-up, and the callers: operators (who may
+change things), readers (the read-only token: lists, logs, checkpoints, metrics) and runs (their own
+reports, with the current attempt's token)."""
 
 from __future__ import annotations
 
@@ -57,25 +59,40 @@ def _is_operator(credentials: HTTPAuthorizationCredentials | None, settings: Set
     return credentials is not None and tokens_equal(credentials.credentials, settings.token.get_secret_value())
 
 
+def _is_reader(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> bool:
+    return (credentials is not None and settings.read_token is not None
+            and tokens_equal(credentials.credentials, settings.read_token.get_secret_value()))
+
+
 def require_operator(credentials: Credentials, settings: SettingsDep) -> None:
     if not _is_operator(credentials, settings):
+        if _is_reader(credentials, settings):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "the read-only token cannot change anything")
+        raise _unauthorized(credentials)
+
+
+def require_reader(credentials: Credentials, settings: SettingsDep) -> None:
+    """The operator token or the read-only one."""
+    if not (_is_operator(credentials, settings) or _is_reader(credentials, settings)):
         raise _unauthorized(credentials)
 
 
 def require_metrics_access(credentials: Credentials, settings: SettingsDep) -> None:
     if settings.metrics_auth:
-        require_operator(credentials, settings)
+        require_reader(credentials, settings)
 
 
-def require_run_token(run_id: str, credentials: Credentials, store: StoreDep) -> None:
-    """The caller holds the current attempt's token of this run. (`run_id` is taken unvalidated here so
-    that a caller without a token learns nothing but 401.)"""
+def require_run_token(run_id: str, credentials: Credentials, store: StoreDep) -> str:
+    """The caller holds the current attempt's token of this run; returns its hash. (`run_id` is taken
+    unvalidated here so that a caller without a token learns nothing but 401.)"""
     try:
         expected = store.get_run(run_id).token_hash
     except NotFound:
         expected = None  # same answer as a wrong token: a run id alone reveals nothing
-    if credentials is None or expected is None or not tokens_equal(hash_token(credentials.credentials), expected):
+    given = None if credentials is None else hash_token(credentials.credentials)
+    if given is None or expected is None or not tokens_equal(given, expected):
         raise _unauthorized(credentials)
+    return given
 
 
 def require_run_or_operator(run_id: str, credentials: Credentials, store: StoreDep, settings: SettingsDep) -> None:
@@ -84,6 +101,8 @@ def require_run_or_operator(run_id: str, credentials: Credentials, store: StoreD
 
 
 Operator = Depends(require_operator)
+Reader = Depends(require_reader)
 RunCaller = Depends(require_run_token)
+RunTokenHash = Annotated[str, Depends(require_run_token)]
 RunOrOperator = Depends(require_run_or_operator)
 MetricsReader = Depends(require_metrics_access)

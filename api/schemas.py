@@ -146,3 +146,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 class Health(Schema):
     status: Literal["ok", "unavailable"]
     detail: str | None = None
+    leader: bool | None = None
+    """/readyz: whether this instance holds the leader lock and supervises runs (the others serve reads)."""
+    supervisor_tick_age_seconds: float | None = None
+    """/readyz: seconds since the supervisor last completed a tick."""

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     token: SecretStr = Field(min_length=16)
     """The operators' bearer token. Required: the service does not start without one."""
+    read_token: SecretStr | None = Field(None, min_length=16)
+    """A read-only bearer token: lists and reads runs, logs, checkpoints and /metrics, changes nothing
+    (what Prometheus and dashboards get)."""
     database_url: str = "sqlite:///tcl-api.db"
     """SQLAlchemy URL: a SQLite file by default, `postgresql+psycopg://...` in production."""
     auto_migrate: bool = True
@@ -64,8 +67,21 @@ class Settings(BaseSettings):
     """Upper bound a request may ask for (a failed attempt is relaunched while attempts remain)."""
     poll_interval_seconds: float = Field(2.0, gt=0)
     """How often the supervisor polls launched runs."""
-    cancel_grace_seconds: float = Field(30.0, ge=0)
-    """After a cancel, the trainer gets this long to stop on SIGTERM before it is killed."""
+    cancel_grace_seconds: float = Field(120.0, ge=0)
+    """After a cancel, the trainer gets this long to stop on SIGTERM before it is killed: long enough to
+    write a checkpoint of the largest model served (also the pods' terminationGracePeriodSeconds)."""
+    heartbeat_timeout_seconds: float = Field(900.0, gt=0)
+    """A RUNNING attempt silent this long (hung in a collective, node lost) is killed and failed or relaunched.
+    Longer than the slowest gap between two heartbeats: an evaluation or a checkpoint save."""
+    starting_timeout_seconds: float = Field(1800.0, gt=0)
+    """A STARTING attempt without a first heartbeat this long (a pod stuck Pending, an image pull that hangs)
+    is stopped and failed or relaunched."""
+    supervisor_stale_seconds: float = Field(120.0, gt=0)
+    """/readyz fails when the supervisor has not completed a tick for this long."""
+    run_users: list[str] = []
+    """Local launcher: user names to run trainers as, one per launched run (the API must be root). Each run's
+    folder is owned by its user with mode 0700, so a run reads neither another run's files and token nor the
+    API's. Empty: trainers run as the API's own user (no isolation between runs)."""
 
     local_runner: Literal["deepspeed", "python"] = "deepspeed"
     """`deepspeed`: the DeepSpeed launcher starts procs_per_node ranks; `python`: one plain process."""
@@ -85,6 +101,8 @@ class Settings(BaseSettings):
     """A ReadWriteMany PersistentVolumeClaim mounted at kube_output_root (multi-node checkpoints need one)."""
     kube_s3_secret: str | None = None
     """Secret with AWS_* keys and S3_ENDPOINT_URL mounted into training pods."""
+    kube_request_timeout_seconds: float = Field(30.0, gt=0)
+    """Every Kubernetes API call gives up after this long (a hung API server must not stall supervision)."""
 
     @field_validator("runs_root", "workdir", "trainer_script", "kube_config")
     @classmethod

@@ -1,20 +1,24 @@
 """The supervisor: a background thread that launches queued runs and follows launched ones to their end.
 
 Each tick it looks at every launched run (this is also how an API restarted mid-run reconciles:
-the first tick finds the runs of the previous process alive or ended), forces cancels whose grace
-has run out, relaunches failed attempts that have attempts left, then starts PENDING runs while
-fewer than max_active_runs are launched. One API process should run it per database.
+the first tick finds the runs of the previous process alive or ended, and adopts an attempt launched
+just before a crash whose handle was never stored), forces cancels whose grace has run out, kills
+attempts whose heartbeats stopped, relaunches failed attempts that have attempts left, then starts
+PENDING runs while fewer than max_active_runs are launched. Only the instance holding the database's
+leader lock (api/leader.py) ticks; the others serve the REST API and wait for the lock.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import yaml
 
 from api.launchers.base import Launcher, LaunchError, LaunchRequest, Status
+from api.leader import LeaderLock
 from api.schemas import Resources
 from api.security import hash_token, new_token
 from api.settings import Settings
@@ -33,10 +37,16 @@ def last_line(data: bytes) -> str:
 
 
 class Supervisor:
-    def __init__(self, store: Store, launchers: dict[str, Launcher], settings: Settings) -> None:
+    def __init__(self, store: Store, launchers: dict[str, Launcher], settings: Settings, lock: LeaderLock) -> None:
         self.store = store
         self.launchers = launchers
         self.settings = settings
+        self.lock = lock
+        self.leader = False
+        self._leader_since: datetime | None = None
+        self._last_tick: float | None = None
+        self._stopped: dict[tuple[str, int], str] = {}
+        """(run id, attempt) -> why the supervisor killed it, for the reason of its ending."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,6 +60,7 @@ class Supervisor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.lock.release()
 
     def wake(self) -> None:
         """Run a tick now (after a new run or a cancel) instead of at the next interval."""
@@ -59,14 +70,28 @@ class Supervisor:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def tick_age(self) -> float | None:
+        """Seconds since the last completed tick (a standby's lock attempt counts); None before the first."""
+        return None if self._last_tick is None else time.monotonic() - self._last_tick
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                self.tick()
+                self.lead_and_tick()
+                self._last_tick = time.monotonic()
             except Exception:  # a bad tick (database away) must not end supervision
                 log.exception("supervisor tick failed")
             self._wake.wait(self.settings.poll_interval_seconds)
+
+    def lead_and_tick(self) -> None:
+        """Tick if this instance holds the leader lock (taking it when it is free)."""
+        leader = self.lock.hold()
+        if leader and not self.leader:
+            self._leader_since = utcnow()  # heartbeats missed while no one led do not count against a run
+        self.leader = leader
+        if leader:
+            self.tick()
 
     def tick(self) -> None:
         for run in self.store.runs_in(LAUNCHED):
@@ -120,27 +145,64 @@ class Supervisor:
             log.warning("run %s uses launcher %r, which is not enabled here: left as it is", run.id, run.launcher)
             return
         if run.handle is None:
+            run = self._adopt(launcher, run)
+        if run.handle is None:
             ending = RunState.CANCELLED if run.state == RunState.CANCELLING.value else RunState.FAILED
             self._end(run, ending, None if ending is RunState.CANCELLED else
                       f"the API stopped while launching attempt {run.attempt}")
             return
         status = launcher.status(run.id, run.handle)
         if status.running:
-            if run.state == RunState.CANCELLING.value and self._grace_over(run):
+            if run.state == RunState.CANCELLING.value:
+                if self._grace_over(run):
+                    launcher.stop(run.id, run.handle, force=True)
+            elif (silence := self._silence(run)) is not None:
+                log.warning("run %s: %s; killing attempt %d", run.id, silence, run.attempt)
+                self._stopped[(run.id, run.attempt)] = f"attempt {run.attempt} {silence}"
                 launcher.stop(run.id, run.handle, force=True)
             return
         launcher.release(run.id, run.handle)
+        killed_because = self._stopped.pop((run.id, run.attempt), None)
         if run.state == RunState.CANCELLING.value:
             self._end(run, RunState.CANCELLED, None)
         elif status.exit_code == 0:
             self._end(run, RunState.SUCCEEDED, None)
         else:
-            reason = self._failure(launcher, run, status)
+            reason = killed_because or self._failure(launcher, run, status)
             if run.attempt < run.max_attempts:
                 log.warning("run %s: %s; relaunching", run.id, reason)
                 self.start_attempt(run, reason=reason)
             else:
                 self._end(run, RunState.FAILED, reason)
+
+    def _adopt(self, launcher: Launcher, run: RunRow) -> RunRow:
+        """An attempt launched before its handle reached the database (a crash or a database error in
+        between): find it by what the launcher recorded first, and follow it (stop it if cancelled)."""
+        handle = launcher.recover(run.id, run.attempt) if run.attempt else None
+        if handle is None:
+            return run
+        log.warning("run %s: attempt %d was launched but its handle was never stored: adopting it", run.id,
+                    run.attempt)
+        self.store.set_handle(run.id, handle)
+        if run.state == RunState.CANCELLING.value:
+            launcher.stop(run.id, handle, force=False)
+        return self.store.get_run(run.id)
+
+    def _silence(self, run: RunRow) -> str | None:
+        """Why a live attempt counts as lost: no first heartbeat within starting_timeout_seconds, or none
+        for heartbeat_timeout_seconds since the last; None while it reports."""
+        now = utcnow()
+        if run.state == RunState.STARTING.value:
+            since, limit, what = run.started_at, self.settings.starting_timeout_seconds, "starting_timeout_seconds"
+        else:
+            since = run.last_heartbeat_at or run.started_at
+            limit, what = self.settings.heartbeat_timeout_seconds, "heartbeat_timeout_seconds"
+        stamps = [t for t in (since, self._leader_since) if t is not None]
+        silent = (now - max(stamps)).total_seconds() if stamps else 0.0
+        if silent < limit:
+            return None
+        first = "sent no first heartbeat" if run.state == RunState.STARTING.value else "sent no heartbeat"
+        return f"{first} for {silent:.0f} s ({what}={limit:g}): hung or lost"
 
     def _grace_over(self, run: RunRow) -> bool:
         requested = run.cancel_requested_at or run.updated_at

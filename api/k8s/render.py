@@ -125,7 +125,7 @@ class TrainingJobSpec(BaseModel):
         return env
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainingJobSpec":
+    def _check(self) -> TrainingJobSpec:
         if not self.cpu_only and self.gpus_per_proc == 0:
             raise ValueError(
                 "gpus_per_proc is 0 but the job is not cpu_only: a GPU job needs at least 1 GPU per process"

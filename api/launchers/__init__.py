@@ -14,7 +14,7 @@ def build_launchers(settings: Settings) -> dict[str, Launcher]:
     launchers: dict[str, Launcher] = {}
     if "local" in settings.launchers:
         launchers["local"] = LocalLauncher(settings.runs_root, settings.workdir, settings.local_runner,
-                                           settings.trainer_script)
+                                           settings.trainer_script, run_users=settings.run_users)
     if "kubernetes" in settings.launchers:
         from api.launchers.kubernetes import KubernetesLauncher  # the kubernetes client loads only when enabled
 

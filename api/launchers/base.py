@@ -56,6 +56,12 @@ class Launcher(ABC):
         """Start an attempt; return its handle. Raises LaunchError."""
 
     @abstractmethod
+    def recover(self, run_id: str, attempt: int) -> str | None:
+        """The handle of an attempt whose launch began but whose handle was never stored, from what the
+        launch recorded before it started anything (a file on disk, deterministic job names); None when
+        nothing of that attempt was started."""
+
+    @abstractmethod
     def status(self, run_id: str, handle: str) -> Status:
         """Whether the attempt still runs, and how it ended if not."""
 

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 CUSTOM_PLURALS = {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs"}
 SUCCESS_CONDITIONS = {"Complete", "Succeeded"}
 """Condition types meaning success: batch Job and TrainJob say Complete, PyTorchJob says Succeeded."""
+FLAVOR_KINDS = {
+    "pytorchjob": ("kubeflow.org/v1", "PyTorchJob"),
+    "trainjob": ("trainer.kubeflow.org/v1alpha1", "TrainJob"),
+    "indexed-job": ("batch/v1", "Job"),
+}
+"""apiVersion and kind of each flavor's job (as its template in api/k8s/templates/ writes them)."""
 RUN_LABEL = "tcl/run-id"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
@@ -60,7 +66,8 @@ class KubernetesLauncher(Launcher):
     name = "kubernetes"
 
     def __init__(self, api_client: client.ApiClient, *, namespace: str, image: str, flavor: str, api_url: str,
-                 output_root: str, output_pvc: str | None = None, s3_secret: str | None = None) -> None:
+                 output_root: str, output_pvc: str | None = None, s3_secret: str | None = None,
+                 request_timeout: float = 30.0) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -72,24 +79,27 @@ class KubernetesLauncher(Launcher):
         self.output_root = output_root.rstrip("/")
         self.output_pvc = output_pvc
         self.s3_secret = s3_secret
+        self.timeout = {"_request_timeout": request_timeout}
+        """Given to every call: a Kubernetes API that stops answering must not stall the supervisor."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesLauncher:
-        """A kubeconfig file when one is set, else the pod's service account."""
+        """A kubeconfig file when one is set, else the pod's service account. Calls are not retried by the
+        client (a retried timeout would multiply the request timeout): the supervisor's next tick retries."""
+        configuration = client.Configuration()
         try:
             if settings.kube_config is not None:
-                api_client = config.new_client_from_config(config_file=str(settings.kube_config))
+                config.load_kube_config(config_file=str(settings.kube_config), client_configuration=configuration)
             else:
-                configuration = client.Configuration()
                 config.load_incluster_config(client_configuration=configuration)
-                api_client = client.ApiClient(configuration)
         except (config.ConfigException, OSError) as err:
             where = settings.kube_config or "the in-cluster service account (set TCL_API_KUBE_CONFIG outside a cluster)"
             raise RuntimeError(f"kubernetes launcher: cannot configure the client from {where}: {err}") from None
-        return cls(api_client, namespace=settings.kube_namespace, image=settings.kube_image,
+        configuration.retries = 0
+        return cls(client.ApiClient(configuration), namespace=settings.kube_namespace, image=settings.kube_image,
                    flavor=settings.kube_flavor, api_url=settings.pod_trainer_url,
                    output_root=settings.kube_output_root, output_pvc=settings.kube_output_pvc,
-                   s3_secret=settings.kube_s3_secret)
+                   s3_secret=settings.kube_s3_secret, request_timeout=settings.kube_request_timeout_seconds)
 
     def placement(self, run_id: str) -> dict[str, Any]:
         return {"output_dir": f"{self.output_root}/{run_id}"}
@@ -133,28 +143,38 @@ class KubernetesLauncher(Launcher):
                  ref.namespace, ref.name)
         return ref.dumps()
 
+    def recover(self, run_id: str, attempt: int) -> str | None:
+        """The attempt's names are deterministic: its ref, whatever of it was created (status and release
+        answer for a job that never came to be as for one that is gone)."""
+        api_version, kind = FLAVOR_KINDS[self.flavor]
+        name = job_name(run_id, attempt)
+        return JobRef(namespace=self.namespace, name=name, api_version=api_version, kind=kind,
+                      secret=f"{name}-token").dumps()
+
     def _create(self, manifest: dict[str, Any]) -> None:
         namespace, kind = manifest["metadata"]["namespace"], manifest["kind"]
         if kind == "Secret":
-            self.core.create_namespaced_secret(namespace, manifest)
+            self.core.create_namespaced_secret(namespace, manifest, **self.timeout)
         elif kind == "ConfigMap":
-            self.core.create_namespaced_config_map(namespace, manifest)
+            self.core.create_namespaced_config_map(namespace, manifest, **self.timeout)
         elif kind == "Service":
-            self.core.create_namespaced_service(namespace, manifest)
+            self.core.create_namespaced_service(namespace, manifest, **self.timeout)
         elif kind == "Job":
-            self.batch.create_namespaced_job(namespace, manifest)
+            self.batch.create_namespaced_job(namespace, manifest, **self.timeout)
         else:
             group, version = manifest["apiVersion"].split("/")
-            self.custom.create_namespaced_custom_object(group, version, namespace, CUSTOM_PLURALS[kind], manifest)
+            self.custom.create_namespaced_custom_object(group, version, namespace, CUSTOM_PLURALS[kind], manifest,
+                                                        **self.timeout)
 
     def _read_job(self, ref: JobRef) -> dict[str, Any] | None:
         try:
             if ref.kind == "Job":
-                response = self.batch.read_namespaced_job_status(ref.name, ref.namespace, _preload_content=False)
+                response = self.batch.read_namespaced_job_status(ref.name, ref.namespace, _preload_content=False,
+                                                                 **self.timeout)
                 return json.loads(response.data)
             group, version = ref.api_version.split("/")
             return self.custom.get_namespaced_custom_object_status(  # type: ignore[no-any-return]
-                group, version, ref.namespace, CUSTOM_PLURALS[ref.kind], ref.name)
+                group, version, ref.namespace, CUSTOM_PLURALS[ref.kind], ref.name, **self.timeout)
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -180,7 +200,7 @@ class KubernetesLauncher(Launcher):
         ref = JobRef.loads(handle)
         # Foreground: the job object stays until its pods are gone, so the run is CANCELLED only then.
         options = {"propagation_policy": "Background" if force else "Foreground",
-                   "grace_period_seconds": 0 if force else None}
+                   "grace_period_seconds": 0 if force else None, **self.timeout}
         try:
             if ref.kind == "Job":
                 self.batch.delete_namespaced_job(ref.name, ref.namespace, **options)
@@ -190,7 +210,7 @@ class KubernetesLauncher(Launcher):
                                                             ref.name, **options)
             if force:
                 self.core.delete_collection_namespaced_pod(ref.namespace, label_selector=f"{INSTANCE_LABEL}={ref.name}",
-                                                           grace_period_seconds=0)
+                                                           grace_period_seconds=0, **self.timeout)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -199,7 +219,7 @@ class KubernetesLauncher(Launcher):
     def release(self, run_id: str, handle: str) -> None:
         ref = JobRef.loads(handle)
         try:
-            self.core.delete_namespaced_secret(ref.secret, ref.namespace)
+            self.core.delete_namespaced_secret(ref.secret, ref.namespace, **self.timeout)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -209,12 +229,14 @@ class KubernetesLauncher(Launcher):
         if handle is None:
             return b"", max(offset, 0)
         ref = JobRef.loads(handle)
-        pods = self.core.list_namespaced_pod(ref.namespace, label_selector=f"{INSTANCE_LABEL}={ref.name}").items
+        pods = self.core.list_namespaced_pod(ref.namespace, label_selector=f"{INSTANCE_LABEL}={ref.name}",
+                                             **self.timeout).items
         if not pods:
             return b"", max(offset, 0)
         first = min(pods, key=lambda pod: pod.metadata.name)
         try:
-            text = self.core.read_namespaced_pod_log(first.metadata.name, ref.namespace, _preload_content=False).data
+            text = self.core.read_namespaced_pod_log(first.metadata.name, ref.namespace, _preload_content=False,
+                                                     **self.timeout).data
         except ApiException as err:
             if err.status in (400, 404):  # container not started yet, or pod gone
                 return b"", max(offset, 0)

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from api.deps import CheckpointId, Operator, RunId, RunOrOperator, StoreDep
+from api.deps import CheckpointId, Operator, Reader, RunId, RunOrOperator, StoreDep
 from api.schemas import CheckpointCreate, CheckpointList, CheckpointPublic, error_responses
 from api.store import Conflict
 from api.views import checkpoint_public
@@ -31,14 +31,14 @@ def register_checkpoint(run_id: RunId, body: CheckpointCreate, store: StoreDep, 
     return checkpoint_public(row, store.get_run(run_id).best_checkpoint_id)
 
 
-@router.get("/runs/{run_id}/checkpoints", dependencies=[Operator])
+@router.get("/runs/{run_id}/checkpoints", dependencies=[Reader])
 def list_checkpoints(run_id: RunId, store: StoreDep) -> CheckpointList:
     """The run's checkpoints by step."""
     best = store.get_run(run_id).best_checkpoint_id
     return CheckpointList(items=[checkpoint_public(row, best) for row in store.list_checkpoints(run_id)])
 
 
-@router.get("/checkpoints/{checkpoint_id}", dependencies=[Operator])
+@router.get("/checkpoints/{checkpoint_id}", dependencies=[Reader])
 def get_checkpoint(checkpoint_id: CheckpointId, store: StoreDep) -> CheckpointPublic:
     row = store.get_checkpoint(checkpoint_id)
     return checkpoint_public(row, store.get_run(row.run_id).best_checkpoint_id)

@@ -12,13 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api.admission import AdmissionError, admit
-from api.deps import Operator, RunCaller, RunId, ServicesDep, SettingsDep, StoreDep
+from api.deps import Operator, Reader, RunId, RunTokenHash, ServicesDep, SettingsDep, StoreDep
 from api.launchers.base import Launcher, ResourceError
 from api.run_config import build_run_config
 from api.schemas import Heartbeat, HeartbeatReply, RunCreate, RunList, RunPublic, error_responses
 from api.security import PathNotAllowed
 from api.states import RunState
-from api.store import Conflict, RunRow, Store, new_id
+from api.store import Conflict, RunRow, StaleToken, Store, new_id
 from api.store.models import utcnow
 from api.views import run_public
 from trainer.config import ConfigError, dump
@@ -61,7 +61,7 @@ def create_run(body: RunCreate, services: ServicesDep, settings: SettingsDep) ->
     return run_public(row, None)
 
 
-@router.get("", dependencies=[Operator])
+@router.get("", dependencies=[Reader])
 def list_runs(
     store: StoreDep,
     state: RunState | None = None,
@@ -73,7 +73,7 @@ def list_runs(
     return RunList(items=[_public(store, row) for row in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{run_id}", dependencies=[Operator])
+@router.get("/{run_id}", dependencies=[Reader])
 def get_run(run_id: RunId, store: StoreDep) -> RunPublic:
     return _public(store, store.get_run(run_id))
 
@@ -101,11 +101,15 @@ def cancel_run(run_id: RunId, services: ServicesDep) -> RunPublic:
     return _public(store, run)
 
 
-@router.post("/{run_id}/heartbeat", dependencies=[RunCaller])
-def heartbeat(run_id: RunId, beat: Heartbeat, store: StoreDep) -> HeartbeatReply:
-    """The trainer's progress report (run token). The first one moves the run to RUNNING."""
+@router.post("/{run_id}/heartbeat")
+def heartbeat(run_id: RunId, beat: Heartbeat, store: StoreDep, token_hash: RunTokenHash) -> HeartbeatReply:
+    """The trainer's progress report (run token). The first one moves the run to RUNNING. The reply's
+    `cancel_requested` tells the trainer to checkpoint and stop (the SIGTERM that follows may be lost)."""
     try:
-        run = store.record_heartbeat(run_id, beat)
+        run = store.record_heartbeat(run_id, beat, token_hash)
+    except StaleToken as err:
+        raise HTTPException(401, str(err), headers={"WWW-Authenticate": 'Bearer realm="tcl", error="invalid_token"'}
+                            ) from None
     except Conflict as err:
         raise HTTPException(409, str(err)) from None
     return HeartbeatReply(state=RunState(run.state), cancel_requested=run.state == RunState.CANCELLING.value)
@@ -133,7 +137,7 @@ async def _follow(launcher: Launcher, store: Store, run_id: str, offset: int) ->
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
 
-@router.get("/{run_id}/logs", dependencies=[Operator], response_class=PlainTextResponse, response_model=None,
+@router.get("/{run_id}/logs", dependencies=[Reader], response_class=PlainTextResponse, response_model=None,
             responses={200: {"content": {"text/plain": {}}}})
 def run_logs(
     run_id: RunId, services: ServicesDep,

@@ -35,6 +35,10 @@ class Conflict(Exception):
     """The row is not in a state that allows the change; the message says which state it is in."""
 
 
+class StaleToken(Conflict):
+    """The caller's run token is no longer the current attempt's."""
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -66,11 +70,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def _compare_and_set(session: Session, run_id: str, states: Iterable[RunState], values: dict[str, Any],
-                     refusal: str) -> None:
-    """Update the run only if it is in one of `states`; else NotFound, or Conflict naming its state."""
+                     refusal: str, *where: Any) -> None:
+    """Update the run only if it is in one of `states` (and matches `where`); else NotFound, or Conflict
+    naming its state."""
     result = session.execute(
         update(RunRow)
-        .where(RunRow.id == run_id, RunRow.state.in_([s.value for s in states]))
+        .where(RunRow.id == run_id, RunRow.state.in_([s.value for s in states]), *where)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -163,13 +168,15 @@ class Store:
         with self._session() as session:
             session.execute(update(RunRow).where(RunRow.id == run_id).values(handle=handle, updated_at=utcnow()))
 
-    def record_heartbeat(self, run_id: str, beat: Heartbeat) -> RunRow:
-        """Store progress; the first heartbeat of an attempt moves STARTING to RUNNING."""
+    def record_heartbeat(self, run_id: str, beat: Heartbeat, token_hash: str) -> RunRow:
+        """Store progress of the attempt whose token hashes to `token_hash`; the first heartbeat of an attempt
+        moves STARTING to RUNNING. The token is checked in the same statements that write: a late heartbeat
+        of a replaced attempt changes nothing (StaleToken), even when it raced the relaunch."""
         now = utcnow()
         with self._session() as session:
             session.execute(
                 update(RunRow)
-                .where(RunRow.id == run_id, RunRow.state == RunState.STARTING.value)
+                .where(RunRow.id == run_id, RunRow.state == RunState.STARTING.value, RunRow.token_hash == token_hash)
                 .values(state=RunState.RUNNING.value)
             )
             progress = {
@@ -179,8 +186,14 @@ class Store:
                 "rate_step": case((RunRow.rate_at.is_(None), beat.step), else_=RunRow.rate_step),
                 "rate_at": func.coalesce(RunRow.rate_at, now),
             }
-            _compare_and_set(session, run_id, {RunState.RUNNING, RunState.CANCELLING}, progress,
-                             ": it takes no heartbeats")
+            try:
+                _compare_and_set(session, run_id, {RunState.RUNNING, RunState.CANCELLING}, progress,
+                                 ": it takes no heartbeats", RunRow.token_hash == token_hash)
+            except Conflict:
+                current = session.get(RunRow, run_id)
+                if current is not None and current.token_hash != token_hash:
+                    raise StaleToken(f"run {run_id}: that token belongs to a replaced attempt") from None
+                raise
         return self.get_run(run_id)
 
     # checkpoints

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +44,8 @@ class FakeKubernetes:
     """Pod name -> its log text."""
     linger_on_delete: bool = False
     """Keep an object deleted with a grace period (its pods 'terminating') until a delete with grace 0."""
+    answer_after: float = 0.0
+    """Seconds every request waits before it is answered (a hung API server)."""
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -98,6 +101,7 @@ class FakeKubernetes:
                                    "message": message, "code": code})
 
             def _handle(self) -> None:
+                time.sleep(fake.answer_after)
                 url = urlparse(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None

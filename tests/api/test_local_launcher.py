@@ -23,7 +23,8 @@ RECORDER = [sys.executable, "-m", "api.launchers.exit_recorder"]
 
 def record(tmp_path: Path, code: str) -> tuple[int, str]:
     exit_file = tmp_path / "exit"
-    proc = subprocess.run([*RECORDER, str(exit_file), "--", sys.executable, "-c", code], timeout=30, check=False)
+    proc = subprocess.run([*RECORDER, str(exit_file), str(tmp_path / "handle"), "--", sys.executable, "-c", code],
+                          timeout=30, check=False)
     return proc.returncode, exit_file.read_text().strip()
 
 
@@ -35,8 +36,8 @@ def test_the_recorder_writes_the_commands_exit_status(tmp_path: Path) -> None:
 
 def test_the_recorder_reports_a_command_that_cannot_start(tmp_path: Path) -> None:
     exit_file = tmp_path / "exit"
-    proc = subprocess.run([*RECORDER, str(exit_file), "--", str(tmp_path / "no-such-program")], timeout=30,
-                          capture_output=True, text=True, check=False)
+    command = [*RECORDER, str(exit_file), str(tmp_path / "handle"), "--", str(tmp_path / "no-such-program")]
+    proc = subprocess.run(command, timeout=30, capture_output=True, text=True, check=False)
     assert proc.returncode == 127 and exit_file.read_text().strip() == "127"
     assert "cannot start" in proc.stderr
 

@@ -17,13 +17,17 @@ from api.store import Conflict, NotFound, RunRow, Store
 from api.store.models import Base
 from api.views import eta_seconds
 
+TOKEN_HASH = "7" * 64
+"""The current attempt's token hash of every run new_run makes."""
+
 
 def new_run(store: Store, state: RunState = RunState.PENDING, **values: Any) -> RunRow:
     run = store.create_run(name="r", launcher="local", resources={"nodes": 1, "procs_per_node": 1, "gpus_per_proc": 0},
                            config_yaml="name: r\n", output_dir="/runs/r", max_attempts=1)
-    if state is not RunState.PENDING or values:  # put it there directly, bypassing the rules under test
-        with store.engine.begin() as connection:
-            connection.execute(update(RunRow).where(RunRow.id == run.id).values(state=state.value, **values))
+    # put it there directly, bypassing the rules under test
+    with store.engine.begin() as connection:
+        connection.execute(update(RunRow).where(RunRow.id == run.id).values(
+            state=state.value, **{"token_hash": TOKEN_HASH, **values}))
     return store.get_run(run.id)
 
 
@@ -87,15 +91,16 @@ def test_unknown_runs_are_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
         store.transition("0" * 32, RunState.STARTING)
     with pytest.raises(NotFound):
-        store.record_heartbeat("0" * 32, Heartbeat(step=1))
+        store.record_heartbeat("0" * 32, Heartbeat(step=1), TOKEN_HASH)
 
 
 def test_first_heartbeat_starts_the_run_and_fixes_the_rate_base(store: Store) -> None:
     run = new_run(store, RunState.STARTING)
-    first = store.record_heartbeat(run.id, Heartbeat(step=5, total_steps=50, metrics={"loss": 3.0, "itm": None}))
+    beat = Heartbeat(step=5, total_steps=50, metrics={"loss": 3.0, "itm": None})
+    first = store.record_heartbeat(run.id, beat, TOKEN_HASH)
     assert first.state == "RUNNING" and first.step == 5 and first.rate_step == 5
     assert first.metrics == {"loss": 3.0, "itm": None}
-    later = store.record_heartbeat(run.id, Heartbeat(step=9, total_steps=50, samples_per_sec=12.5))
+    later = store.record_heartbeat(run.id, Heartbeat(step=9, total_steps=50, samples_per_sec=12.5), TOKEN_HASH)
     assert later.step == 9 and later.samples_per_sec == 12.5 and later.rate_step == 5
     assert later.rate_at == first.rate_at and later.last_heartbeat_at >= first.last_heartbeat_at
     assert later.rate_at.tzinfo is not None and later.rate_at.utcoffset() == timedelta(0)
@@ -105,13 +110,13 @@ def test_first_heartbeat_starts_the_run_and_fixes_the_rate_base(store: Store) ->
 def test_heartbeats_of_runs_not_launched_are_refused(store: Store, state: RunState) -> None:
     run = new_run(store, state)
     with pytest.raises(Conflict, match="takes no heartbeats"):
-        store.record_heartbeat(run.id, Heartbeat(step=1))
+        store.record_heartbeat(run.id, Heartbeat(step=1), TOKEN_HASH)
     assert store.get_run(run.id).step is None
 
 
 def test_a_cancelling_run_still_reports_progress(store: Store) -> None:
     run = new_run(store, RunState.CANCELLING)
-    assert store.record_heartbeat(run.id, Heartbeat(step=3)).state == "CANCELLING"
+    assert store.record_heartbeat(run.id, Heartbeat(step=3), TOKEN_HASH).state == "CANCELLING"
 
 
 def test_eta_from_the_rate_since_the_first_heartbeat() -> None:
