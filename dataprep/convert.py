@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dataprep.images import ImageOptions
 from dataprep.job import Job
+from dataprep.limits import Limits
 from dataprep.parallel import ordered_map
-from dataprep.process import Accepted, Outcome, process_batch
-from dataprep.records import Item, Reject, RejectReason, SourceRecord
+from dataprep.process import Accepted, Outcome, crashed, process_batch
+from dataprep.records import CAPTION_LEVEL, Item, Reject, RejectReason, SourceRecord
 from dataprep.schema import Manifest
 from dataprep.sources import SourceSpec, count_source
 from dataprep.split import SPLITS, Split, assign_splits
@@ -55,6 +56,8 @@ class ConvertConfig(BaseModel):
     """Output folder or s3://bucket/prefix. With a held-out split, datasets go to OUT/train and OUT/eval."""
     sources: list[SourceSpec] = Field(min_length=1)
     images: ImageOptions = ImageOptions()
+    limits: Limits = Limits()
+    """Per-record bounds (file, JSON record and caption bytes); a record past one is rejected with its reason."""
     max_words: int = Field(30, ge=1)
     """Caption cleaning keeps at most this many words (TCL's pre_caption)."""
     shards: ShardOptions = ShardOptions()
@@ -82,6 +85,8 @@ class ConvertConfig(BaseModel):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"sources share the names {repeated}: give each a distinct `name` (sample ids use it)")
+        for spec in self.sources:
+            spec._limits = self.limits  # what each reader bounds its records by
         return self
 
     @property
@@ -93,7 +98,7 @@ class ConvertConfig(BaseModel):
 
     def output_settings(self) -> dict:
         """The settings that decide the output: a resumed run must use the same ones."""
-        fields = {"sources", "images", "max_words", "shards", "eval_fraction", "seed", "chunk_size"}
+        fields = {"sources", "images", "limits", "max_words", "shards", "eval_fraction", "seed", "chunk_size"}
         return self.model_dump(mode="json", include=fields)
 
 
@@ -148,6 +153,8 @@ class _SplitWriter:
             self._current.reject(item.reject(RejectReason.DUPLICATE, f"same image bytes and caption as {first}"))
             return
         seen[outcome.digest] = item.sample_id
+        for dropped in outcome.dropped:
+            self._current.reject(item.reject(dropped.reason, f"caption {dropped.index} {dropped.caption!r}"))
         row = {
             "image": outcome.image, "caption": outcome.caption, "sample_id": item.sample_id,
             "source": item.source, "width": outcome.width, "height": outcome.height,
@@ -184,7 +191,7 @@ class _SplitWriter:
 
 
 def _reject_limit_error(config: ConvertConfig, manifests: list[Manifest]) -> str | None:
-    rejected = sum(sum(m.rejected.values()) for m in manifests)
+    rejected = sum(count for m in manifests for reason, count in m.rejected.items() if reason not in CAPTION_LEVEL)
     total = rejected + sum(m.samples for m in manifests)
     if config.max_reject_count is not None and rejected > config.max_reject_count:
         return f"{rejected} records rejected, more than the allowed {config.max_reject_count}"
@@ -210,9 +217,10 @@ def _write_chunks(config: ConvertConfig, writers: dict[Split, _SplitWriter], pro
             else:
                 yield (split, position, item, weight), item
 
-    work = partial(process_batch, images=config.images, max_words=config.max_words)
+    work = partial(process_batch, images=config.images, max_words=config.max_words, limits=config.limits)
+    outcomes = ordered_map(work, tasks(), config.workers, config.batch_size, crashed)
     try:
-        for (split, position, item, weight), outcome in ordered_map(work, tasks(), config.workers, config.batch_size):
+        for (split, position, item, weight), outcome in outcomes:
             writers[split].add(position, item, outcome, seen)
             progress.update(weight)
         for writer in writers.values():

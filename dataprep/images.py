@@ -43,6 +43,9 @@ class ImageOptions(BaseModel):
     """Images with a side shorter than this are rejected (placeholders, tracking pixels)."""
     max_aspect_ratio: float = Field(10.0, gt=1)
     """Images whose longer/shorter side ratio exceeds this are rejected (banners, strips)."""
+    max_pixels: int = Field(100_000_000, ge=1)
+    """Images with more pixels by their header are rejected before decoding (a decompression bomb: a small
+    PNG that decodes to gigabytes); also PIL's own Image.MAX_IMAGE_PIXELS in the workers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ def _check_geometry(width: int, height: int, options: ImageOptions) -> None:
 
 def _decode_error(error: Exception) -> ImageRejected:
     if isinstance(error, Image.DecompressionBombError):
-        return ImageRejected(RejectReason.TOO_LARGE, str(error))
+        return ImageRejected(RejectReason.TOO_MANY_PIXELS, str(error))
     if isinstance(error, OSError) and "truncated" in str(error).lower():
         return ImageRejected(RejectReason.TRUNCATED_IMAGE, str(error))
     return ImageRejected(RejectReason.CORRUPT_IMAGE, f"{type(error).__name__}: {error}")
@@ -107,10 +110,14 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
     """Validate and normalise encoded image bytes; raise ImageRejected when the image is unusable."""
     if not data:
         raise ImageRejected(RejectReason.ZERO_SIZE, "file is empty")
+    Image.MAX_IMAGE_PIXELS = options.max_pixels  # PIL's own guard, for what the header check below cannot see
     try:
         image = Image.open(io.BytesIO(data))
-        orientation = image.getexif().get(ExifTags.Base.Orientation, _UPRIGHT)
         stored_w, stored_h = image.size
+        if stored_w * stored_h > options.max_pixels:
+            raise ImageRejected(RejectReason.TOO_MANY_PIXELS,
+                                f"image is {stored_w}x{stored_h}, over {options.max_pixels} pixels")
+        orientation = image.getexif().get(ExifTags.Base.Orientation, _UPRIGHT)
         upright_w, upright_h = (stored_h, stored_w) if orientation in _SWAPS_AXES else (stored_w, stored_h)
         _check_geometry(upright_w, upright_h, options)
         size = target_size(upright_w, upright_h, options.max_short_side)

@@ -17,17 +17,38 @@ class RejectReason(StrEnum):
 
     MISSING_FILE = "missing_file"
     UNREADABLE_FILE = "unreadable_file"
+    OUTSIDE_IMAGE_ROOT = "outside_image_root"
+    """The image path leads out of the source's image_root (../, an absolute path, a symlink)."""
+    NOT_A_FILE = "not_a_regular_file"
+    """A FIFO, a device (/dev/zero), a directory: reading it would block or never end."""
+    FILE_TOO_LARGE = "file_too_large"
+    """An image file or tar member over limits.max_file_bytes (declared or actual size)."""
     ZERO_SIZE = "zero_size"
     CORRUPT_IMAGE = "corrupt_image"
     TRUNCATED_IMAGE = "truncated_image"
     TOO_SMALL = "too_small"
-    TOO_LARGE = "too_large"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    """Over images.max_pixels by its header, refused before decoding (a decompression bomb)."""
     BAD_ASPECT_RATIO = "bad_aspect_ratio"
     EMPTY_CAPTION = "empty_caption"
+    CAPTION_TOO_LONG = "caption_too_long"
     UNDECODABLE_TEXT = "undecodable_text"
     MALFORMED_RECORD = "malformed_record"
+    RECORD_TOO_LARGE = "record_too_large"
+    """A JSON record (list entry, JSONL line, .json member) over limits.max_record_bytes."""
+    TOO_DEEPLY_NESTED = "too_deeply_nested"
     CORRUPT_ARCHIVE = "corrupt_archive"
     DUPLICATE = "duplicate"
+    WORKER_CRASHED = "worker_crashed"
+    """The worker process died on the record's batch twice (killed, out of memory, a crash in a decoder)."""
+    CAPTION_DROPPED_EMPTY = "caption_dropped_empty"
+    """Caption level: one caption of a kept record was empty after cleaning."""
+    CAPTION_DROPPED_DUPLICATE = "caption_dropped_duplicate"
+    """Caption level: one caption of a kept record repeated an earlier one of the same image after cleaning."""
+
+
+CAPTION_LEVEL = frozenset({RejectReason.CAPTION_DROPPED_EMPTY, RejectReason.CAPTION_DROPPED_DUPLICATE})
+"""Reasons that count dropped captions of kept records, not skipped records."""
 
 
 class Reject(BaseModel):

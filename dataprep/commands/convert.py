@@ -23,6 +23,10 @@ _FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "quality": ("images", "quality"),
     "min_side": ("images", "min_side"),
     "max_aspect_ratio": ("images", "max_aspect_ratio"),
+    "max_pixels": ("images", "max_pixels"),
+    "max_file_bytes": ("limits", "max_file_bytes"),
+    "max_record_bytes": ("limits", "max_record_bytes"),
+    "max_caption_bytes": ("limits", "max_caption_bytes"),
     "compression": ("shards", "compression"),
 }
 
@@ -38,7 +42,7 @@ def convert_command_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument(
         "--source", action="append", metavar="KEY=VALUE,...",
         help="a corpus: format=albef_json|coco|csv|tsv|jsonl|webdataset,path=P[,image_root=DIR][,name=N]"
-        "[,image_column=C][,caption_column=C]; repeat for several",
+        "[,image_column=C][,caption_column=C][,allow_outside_root=true]; repeat for several",
     )
     parser.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--chunk-size", type=int, help="records per chunk, the unit of resume (default 10000)")
@@ -47,6 +51,10 @@ def convert_command_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument("--quality", type=int, help="JPEG quality of re-encoded images (default 90)")
     parser.add_argument("--min-side", type=int, help="reject images with a shorter side (default 10)")
     parser.add_argument("--max-aspect-ratio", type=float, help="reject images more elongated (default 10)")
+    parser.add_argument("--max-pixels", type=int, help="reject images with more pixels, before decoding (default 1e8)")
+    parser.add_argument("--max-file-bytes", type=int, help="reject larger image files / tar members (default 64 MiB)")
+    parser.add_argument("--max-record-bytes", type=int, help="reject larger JSON records / lines (default 1 MiB)")
+    parser.add_argument("--max-caption-bytes", type=int, help="reject records with a longer caption (default 16 KiB)")
     parser.add_argument("--max-words", type=int, help="captions keep at most this many words (default 30)")
     parser.add_argument("--shard-size-mib", type=int, help="MiB of rows per shard (default 64)")
     parser.add_argument("--compression", help="shard compression, e.g. zstd (default none)")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 from dataprep.records import Item
 from dataprep.sources import albef_json, coco, jsonl, table, webdataset
-from dataprep.sources.base import SourceError, SourceFormat, SourceSpec
+from dataprep.sources.base import SourceError, SourceFormat, SourceSpec, confine_image
 
 __all__ = ["SourceError", "SourceFormat", "SourceSpec", "count_source", "read_source"]
 
@@ -25,8 +25,9 @@ _READERS: dict[str, Callable[[SourceSpec], Iterator[Item]]] = {
 
 
 def read_source(spec: SourceSpec) -> Iterator[Item]:
-    """Every record of the source, in file order."""
-    return _READERS[spec.format](spec)
+    """Every record of the source, in file order; image paths outside the image root are rejected here, for
+    every format that names image files."""
+    return (confine_image(spec, item) for item in _READERS[spec.format](spec))
 
 
 def count_source(spec: SourceSpec) -> int | None:

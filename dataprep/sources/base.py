@@ -1,14 +1,16 @@
-"""What every source shares: its config (`SourceSpec`), its whole-source error, and field checks."""
+"""What every source shares: its config (`SourceSpec`), its whole-source error, field checks, and the
+confinement of image paths to the image root."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from dataprep.limits import Limits, inside
 from dataprep.records import Item, Reject, RejectReason, SourceRecord
 
 SourceFormat = Literal["albef_json", "coco", "csv", "tsv", "jsonl", "webdataset"]
@@ -37,15 +39,28 @@ class SourceSpec(BaseModel):
     """csv/tsv/jsonl: the image path column."""
     caption_column: str = "caption"
     """csv/tsv/jsonl: the caption column; webdataset: the caption field of a .json member."""
+    allow_outside_root: bool = False
+    """Accept image paths that lead out of the image root (absolute paths, `../`, symlinks pointing out);
+    otherwise such a record is rejected as outside_image_root."""
+    _limits: Limits = PrivateAttr(default_factory=Limits)
 
     @property
     def source_name(self) -> str:
         return self.name or Path(self.path.rstrip("/")).stem
 
+    @property
+    def limits(self) -> Limits:
+        """The conversion's per-record bounds (ConvertConfig hands its own to each of its sources)."""
+        return self._limits
+
+    @property
+    def root(self) -> str:
+        """The folder image paths are relative to."""
+        return self.image_root if self.image_root is not None else os.path.dirname(self.path)
+
     def image_path(self, ref: str) -> str:
         """Where the image that the source calls `ref` lies (absolute refs stay as they are)."""
-        root = self.image_root if self.image_root is not None else os.path.dirname(self.path)
-        return os.path.join(root, ref)
+        return os.path.join(self.root, ref)
 
     def reject(self, key: str, reason: RejectReason, detail: str, file: str | None = None) -> Reject:
         """A reject of this source (file defaults to `path`; a tar source names the tar)."""
@@ -58,13 +73,16 @@ def require_file(path: str) -> None:
         raise SourceError(f"{path}: no such file")
 
 
-def load_json(path: str) -> Any:
-    """A whole JSON file, or a SourceError that says what is wrong with it."""
-    require_file(path)
-    try:
-        return json.loads(Path(path).read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SourceError(f"{path} is not a valid UTF-8 JSON file: {error}") from None
+def confine_image(spec: SourceSpec, item: Item) -> Item:
+    """A record whose image file lies outside the source's image root becomes a reject (unless the source
+    allows it); a kept one gets the symlink-free path, so the worker opens what was checked."""
+    if spec.allow_outside_root or not isinstance(item, SourceRecord) or item.image_path is None:
+        return item
+    real = inside(item.image_path, spec.root)
+    if real is None:
+        return item.reject(RejectReason.OUTSIDE_IMAGE_ROOT, f"{item.image_ref!r} resolves to "
+                           f"{os.path.realpath(item.image_path)}, outside {os.path.realpath(spec.root)}")
+    return dataclasses.replace(item, image_path=real)
 
 
 def _is_caption(value: Any) -> bool:

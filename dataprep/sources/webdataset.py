@@ -8,11 +8,10 @@ Keys are `<tar name>/<key>`; members of one key are adjacent, as WebDataset writ
 from __future__ import annotations
 
 import contextlib
-
-import json
 import tarfile
 from collections.abc import Iterator
 
+from dataprep.jsonstream import BadRecord, parse_record
 from dataprep.records import Item, RejectReason, SourceRecord
 from dataprep.sources.base import SourceError, SourceSpec
 from dataprep.storage import Store, is_remote, open_store
@@ -43,8 +42,9 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
 
 
-def _grouped_members(archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for each run of adjacent members sharing a key."""
+def _grouped_members(archive: tarfile.TarFile, max_bytes: int) -> Iterator[tuple[str, dict[str, bytes | int]]]:
+    """(key, {extension: bytes}) for each run of adjacent members sharing a key; a member over max_bytes
+    (by its header: a sparse member may declare terabytes in a small tar) stands as its size, unread."""
     key, members = None, {}
     for member in archive:
         if not member.isfile():
@@ -54,14 +54,21 @@ def _grouped_members(archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, 
             yield key, members
             members = {}
         key = member_key
+        if member.size > max_bytes:
+            members[extension] = member.size
+            continue
         file = archive.extractfile(member)
         assert file is not None  # regular files always have data
-        members[extension] = file.read()
+        members[extension] = file.read(max_bytes + 1)
     if members:
         yield key, members
 
 
-def _record(spec: SourceSpec, file: str, key: str, members: dict[str, bytes]) -> Item:
+def _record(spec: SourceSpec, file: str, key: str, members: dict[str, bytes | int]) -> Item:
+    oversized = {ext: size for ext, size in members.items() if isinstance(size, int)}
+    if oversized:
+        detail = ", ".join(f".{ext} member of {size} bytes" for ext, size in sorted(oversized.items()))
+        return spec.reject(key, RejectReason.FILE_TOO_LARGE, f"{detail} > {spec.limits.max_file_bytes}", file)
     image = next((members[ext] for ext in IMAGE_EXTENSIONS if ext in members), None)
     if image is None:
         return spec.reject(key, RejectReason.MISSING_FILE, f"no image member among {sorted(members)}", file)
@@ -71,10 +78,13 @@ def _record(spec: SourceSpec, file: str, key: str, members: dict[str, bytes]) ->
         except UnicodeDecodeError:
             return spec.reject(key, RejectReason.UNDECODABLE_TEXT, "the .txt member is not UTF-8", file)
     elif "json" in members:
-        try:
-            caption = json.loads(members["json"])[spec.caption_column]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-            return spec.reject(key, RejectReason.MALFORMED_RECORD, f"no caption in the .json member: {error!r}", file)
+        entry = parse_record(members["json"], spec.limits.max_record_bytes)
+        if isinstance(entry, BadRecord):
+            return spec.reject(key, entry.reason, f"the .json member: {entry.detail}", file)
+        caption = entry.get(spec.caption_column) if isinstance(entry, dict) else None
+        if caption is None:
+            return spec.reject(key, RejectReason.MALFORMED_RECORD, f"no {spec.caption_column!r} in the .json member",
+                               file)
         if not isinstance(caption, str):
             return spec.reject(key, RejectReason.MALFORMED_RECORD, "the .json caption is not a string", file)
     else:
@@ -89,7 +99,7 @@ def read(spec: SourceSpec) -> Iterator[Item]:
         with store.local_copy(name) as local:
             try:
                 with tarfile.open(local) as archive:
-                    for key, members in _grouped_members(archive):
+                    for key, members in _grouped_members(archive, spec.limits.max_file_bytes):
                         yield _record(spec, file, f"{name}/{key}", members)
             except (tarfile.TarError, EOFError) as error:
                 yield spec.reject(name, RejectReason.CORRUPT_ARCHIVE, f"unreadable from here on: {error}", file)

@@ -28,10 +28,13 @@ def test_records_carry_paths_keys_and_captions_as_written(tmp_path: Path) -> Non
     path = tmp_path / "a.json"
     entries = [{"image": "x/1.jpg", "caption": ["One.", "Two"]}, {"image": "/abs/2.jpg", "caption": "s"}]
     path.write_text(json.dumps(entries))
-    first, second = read_source(SourceSpec(format="albef_json", path=str(path), image_root="/data"))
+    first, second = read_source(SourceSpec(format="albef_json", path=str(path), image_root="/data",
+                                           allow_outside_root=True))
     assert first == SourceRecord(source="a", file=str(path), key="0", caption=["One.", "Two"], image_ref="x/1.jpg",
                                  image_path="/data/x/1.jpg")
     assert second.image_path == "/abs/2.jpg" and second.sample_id == "a:1"
+    _, outside = read_source(SourceSpec(format="albef_json", path=str(path), image_root="/data"))  # the default
+    assert (outside.key, outside.reason) == ("1", "outside_image_root")
 
 
 def test_csv_with_a_byte_order_mark_and_quoted_newlines(tmp_path: Path) -> None:
@@ -47,7 +50,7 @@ def test_csv_with_a_byte_order_mark_and_quoted_newlines(tmp_path: Path) -> None:
         ("csv", "path,text\na.jpg,x\n", r"no column \['image', 'caption'\]"),
         ("tsv", "", "empty file"),
         ("albef_json", '{"image": "a.jpg"}', "expected a JSON list"),
-        ("albef_json", "[{]", "not a valid UTF-8 JSON file"),
+        ("albef_json", '[{"image": "a.jpg", ', "the file ends inside a value at byte 20"),
         ("coco", "[]", "COCO captions file"),
     ],
 )
