@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not self.launchers:
             raise ValueError("launchers: enable at least one of local, kubernetes")
+        if self.run_users and len(self.run_users) < self.max_active_runs:
+            raise ValueError(f"run_users: {len(self.run_users)} users for max_active_runs={self.max_active_runs}:"
+                             " every launched run needs a user of its own")
         return self
 
     @property

@@ -6,6 +6,7 @@ writers (a cancel and the supervisor, or two API replicas) exactly one wins, the
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,10 +52,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_file(path: str) -> None:
+    """The SQLite file readable by the API's user only (its journal and WAL files take the same mode):
+    trainers running under other users must not read the registry nor write it."""
+    if path and path != ":memory:":
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for SQLite (shared across the API's threads) or PostgreSQL."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
+        _private_file(engine.url.database or "")
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -127,6 +127,8 @@ class ApiServer:
     settings: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    wrapper: list[str] = field(default_factory=list)
+    """A command that execs the API (`python -m api` is appended), e.g. into another mount namespace."""
 
     @property
     def url(self) -> str:
@@ -151,7 +153,7 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "api"], env=self.env(), cwd=self.root,
+            self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "api"], env=self.env(), cwd=self.root,
                                          stdout=log, stderr=subprocess.STDOUT)
         wait_for(self._ready, 30, "the API to be ready")
         return self

@@ -10,6 +10,8 @@ What it does comes from `<data.train>/behaviour.json` (every key optional):
   hold_until (none)        a file: step hold_at_step (default: the last) waits for it to exist
   fail_attempts (none)     the first n attempts fail at once (attempts are counted with files
                            in output_dir)
+  probe (none)             {"read": [paths], "write": [paths]}: at start, try each and write
+                           `<output_dir>/probe.json`: path -> "ok" or the error's name
 Steps: optim.max_steps; heartbeats every log.every_steps; a checkpoint directory every
 checkpoint.every_steps and at the end. Each rank writes `<output_dir>/pids/<pid>` at start.
 """
@@ -36,6 +38,20 @@ def write_checkpoint(root: Path, step: int) -> Path:
     return path
 
 
+def probe(spec: dict[str, list[str]], out: Path) -> None:
+    """What this process may read and write (the isolation tests' attacker)."""
+    results: dict[str, str] = {}
+    for key, mode, paths in (("r", "rb", spec.get("read", [])), ("w", "ab", spec.get("write", []))):
+        for path in paths:
+            try:
+                with open(path, mode):  # opening is the access check
+                    pass
+                results[f"{key}:{path}"] = "ok"
+            except OSError as err:
+                results[f"{key}:{path}"] = type(err).__name__
+    (out / "probe.json").write_text(json.dumps(results))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
@@ -50,6 +66,8 @@ def main() -> int:
     out = Path(cfg.output_dir)
     (out / "pids").mkdir(parents=True, exist_ok=True)
     (out / "pids" / str(os.getpid())).write_text(str(os.getpgid(0)))
+    if "probe" in behaviour:
+        probe(behaviour["probe"], out)
     if "fail_attempts" in behaviour:
         attempts = len(list(out.glob("attempt-*"))) + 1
         (out / f"attempt-{attempts}").touch()
