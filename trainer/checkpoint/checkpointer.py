@@ -1,49 +1,20 @@
-"""Resumable checkpoints: DeepSpeed's (online weights, optimizer, schedule) plus everything else.
-
-Layout under <output_dir>/checkpoints/:
-  step_00000100/            DeepSpeed's files; client state = step, epoch, loader state, fp32 momentum
-                            encoder, queues + pointer, config
-  step_00000100/rng_rank{r}.pt   per-rank RNG states (DeepSpeed saves client state from rank 0 only)
-  latest                    the newest COMPLETE tag, written by rank 0 after a barrier, atomically
-DeepSpeed's own `latest` is written early by rank 0 (before the other ranks finish), so it is disabled.
-"""
+"""Save on every rank, count a checkpoint only when all ranks have written it, find and load the newest."""
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from trainer.checkpoint.layout import POINTER, tag_for
+from trainer.checkpoint.rng import rng_state, set_rng_state
 from trainer.distributed import DistInfo, barrier
 
 logger = logging.getLogger(__name__)
-
-POINTER = "latest"
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
 
 
 class Checkpointer:
@@ -57,7 +28,7 @@ class Checkpointer:
         ranks have written theirs."""
         tag = tag_for(step)
         engine.save_checkpoint(str(self.root), tag=tag, client_state=client_state, save_latest=False)
-        torch.save(_rng_state(), self.root / tag / f"rng_rank{self.dist.rank}.pt")
+        torch.save(rng_state(), self.root / tag / f"rng_rank{self.dist.rank}.pt")
         barrier()
         if self.dist.is_main:
             tmp = self.root / f".{POINTER}.tmp"
@@ -90,6 +61,6 @@ class Checkpointer:
             raise FileNotFoundError(f"checkpoint {self.root / tag} could not be loaded")
         rng_file = self.root / tag / f"rng_rank{self.dist.rank}.pt"
         if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
+            set_rng_state(torch.load(rng_file, weights_only=False))
         logger.info("resumed from %s", self.root / tag)
         return client_state
