@@ -70,11 +70,11 @@ def test_prometheus_config_is_valid_and_scrapes_the_stack(prometheus_config: dic
     published = {int(p.split(":")[1]) for p in api["ports"]}
     [api_target] = jobs["tcl-api"]["static_configs"][0]["targets"]
     assert api_target == f"api:{Settings.model_fields['port'].default}" and int(api_target.split(":")[1]) in published
-    # The token Prometheus sends is the compose secret made from the same TCL_API_TOKEN the API reads.
+    # The token Prometheus sends is the compose secret made from the same read-only token the API reads.
     secret = Path(jobs["tcl-api"]["authorization"]["credentials_file"]).name
     assert secret in compose["services"]["prometheus"]["secrets"]
-    assert compose["secrets"][secret] == {"environment": "TCL_API_TOKEN"}
-    assert "TCL_API_TOKEN" in api["environment"]
+    assert compose["secrets"][secret] == {"environment": "TCL_API_READ_TOKEN"}
+    assert "TCL_API_READ_TOKEN" in api["environment"]
     # Trainer ranks run inside the api container (local launcher) on 9400 + local rank.
     trainer_targets = jobs["tcl-trainer"]["static_configs"][0]["targets"]
     assert trainer_targets == [f"api:{9400 + rank}" for rank in range(len(trainer_targets))]

@@ -103,6 +103,7 @@ def test_monitors_select_what_exists(objects: dict, render_examples) -> None:
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     credentials = endpoint["authorization"]["credentials"]
     assert credentials["key"] in objects[("Secret", credentials["name"])]["stringData"]
+    assert credentials["key"] == "TCL_API_READ_TOKEN"  # Prometheus reads; it cannot start or cancel runs
 
     # The trainer's pods (of any flavor) carry the PodMonitor's labels and declare the ports it scrapes.
     pod_monitor = objects[("PodMonitor", "tcl-trainer")]
