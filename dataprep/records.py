@@ -43,6 +43,22 @@ class RejectReason(StrEnum):
     """The worker process died on the record's batch twice (killed, out of memory, a crash in a decoder)."""
     CAPTION_DROPPED_EMPTY = "caption_dropped_empty"
     """Caption level: one caption of a kept record was empty after cleaning."""
+    # fetching an image URL (`tcl-dataprep download`); a body over the size cap is file_too_large
+    HTTP_404 = "http_404"
+    HTTP_CLIENT_ERROR = "http_4xx"
+    """Another 4xx answer (403, 410...): the detail has the status."""
+    HTTP_SERVER_ERROR = "http_5xx"
+    """A 5xx answer after every retry."""
+    RATE_LIMITED = "rate_limited"
+    """429 Too Many Requests after every retry."""
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    REDIRECT_LOOP = "redirect_loop"
+    TRUNCATED_DOWNLOAD = "truncated_download"
+    """The connection closed before the body that Content-Length announced was complete."""
+    NOT_AN_IMAGE = "not_an_image"
+    OPTED_OUT = "opted_out"
+    """The site opts out: an X-Robots-Tag directive (noai, noimageai...) or its robots.txt."""
     CAPTION_DROPPED_DUPLICATE = "caption_dropped_duplicate"
     """Caption level: one caption of a kept record repeated an earlier one of the same image after cleaning."""
 
@@ -69,7 +85,8 @@ class Reject(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """An image and its caption(s) as the source has them; exactly one of image_path/image_bytes is set."""
+    """An image and its caption(s) as the source has them; exactly one of image_path/image_bytes/image_url is set
+    (URLs are fetched by `tcl-dataprep download`, whose output a conversion reads)."""
 
     source: str
     file: str
@@ -80,6 +97,7 @@ class SourceRecord:
     splits and caption grouping go by it."""
     image_path: str | None = None
     image_bytes: bytes | None = None
+    image_url: str | None = None
 
     @property
     def sample_id(self) -> str:

@@ -27,6 +27,7 @@ from trainer.metrics import MetricsLog, PrometheusExporter, format_eval_line, fo
 from trainer.model import build_model, count_parameters
 from trainer.plots import plot_run
 from trainer.step import SpecialTokens, TrainStep
+from trainer.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class Trainer:
         )
         self.eval_data = build_eval_data(cfg) if cfg.data.eval else None
         self.checkpointer = Checkpointer(self.out / "checkpoints", cfg.checkpoint.keep_last, dist)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main)
+        tracking = Tracking.open(cfg, self.out) if dist.is_main else None
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main, tracking=tracking)
         self.exporter = PrometheusExporter(cfg.log.metrics_port, dist.local_rank, dist.rank)
         self.control_plane = ControlPlane.from_env() if dist.is_main else None
         self.step = 0
@@ -162,7 +164,7 @@ class Trainer:
         }
         gpu_memory = None
         if self.device.type == "cuda":
-            gpu_memory = torch.cuda.max_memory_allocated(self.device)
+            gpu_memory = record["gpu_memory"] = torch.cuda.max_memory_allocated(self.device)
             per_device = record["samples_per_sec"] / self.dist.world_size
             record["mfu"] = mfu(per_device, self.flops_per_sample, self.cfg.log.peak_flops)
         self.exporter.update(record, gpu_memory)
@@ -198,3 +200,4 @@ class Trainer:
     def close(self) -> None:
         if self.dist.is_main and self.metrics.path.is_file():
             plot_run(self.metrics.path, self.out / "metrics.png", title=self.cfg.name)
+        self.metrics.close(self.out / "metrics.png", self.out / "config.yaml")

@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
 
 class MetricsLog:
-    """Append-only JSONL of train and eval records next to the checkpoints; only rank 0 writes."""
+    """Append-only JSONL of train and eval records next to the checkpoints; only rank 0 writes.
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    With `tracking`, each record also goes to the experiment trackers, unless an earlier attempt of the
+    run already logged its step (a resumed run replays the steps after its checkpoint)."""
+
+    def __init__(self, path: Path, enabled: bool, tracking: Tracking | None = None) -> None:
         self.path = path
         self.enabled = enabled
+        self.tracking = tracking if enabled else None
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
+        self._logged = last_steps(path) if self.tracking is not None else {}
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tracking is not None and record["step"] > self._logged.get(record["kind"], -1):
+            self.tracking.log(record)
+
+    def close(self, *artifacts: Path) -> None:
+        """Hand the run's files (metrics.png, config.yaml) to the trackers and end their runs."""
+        if self.tracking is not None:
+            self.tracking.log_artifacts(*artifacts)
+            self.tracking.close()
+
+
+def last_steps(path: Path) -> dict[str, int]:
+    """Kind ("train", "eval") -> the highest step already in a metrics.jsonl (empty for a new run)."""
+    steps: dict[str, int] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut off by a crash
+                record = json.loads(line)
+                steps[record["kind"]] = max(steps.get(record["kind"], -1), int(record["step"]))
+    return steps
 
 
 def format_train_line(record: dict[str, Any]) -> str:

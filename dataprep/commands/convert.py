@@ -42,7 +42,8 @@ def convert_command_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument(
         "--source", action="append", metavar="KEY=VALUE,...",
         help="a corpus: format=albef_json|coco|csv|tsv|jsonl|webdataset,path=P[,image_root=DIR][,name=N]"
-        "[,image_column=C][,caption_column=C][,allow_outside_root=true]; repeat for several",
+        "[,image_column=C][,caption_column=C][,columns=A,B,... (a table without header)][,allow_outside_root=true]"
+        "; repeat for several",
     )
     parser.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--chunk-size", type=int, help="records per chunk, the unit of resume (default 10000)")
@@ -72,12 +73,18 @@ class UsageError(ValueError):
 
 
 def _parse_source(text: str) -> dict[str, str]:
-    fields = {}
+    """`format=tsv,path=P,columns=caption,url`: a part without `=` continues the previous value (a list)."""
+    fields: dict[str, str] = {}
+    key = None
     for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep:
+        name, sep, value = part.partition("=")
+        if sep:
+            key = name.strip()
+            fields[key] = value.strip()
+        elif key == "columns":
+            fields[key] += "," + part.strip()
+        else:
             raise UsageError(f"--source {text!r}: expected KEY=VALUE pairs separated by commas, got {part!r}")
-        fields[key.strip()] = value.strip()
     return fields
 
 

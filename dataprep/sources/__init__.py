@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from dataprep.records import Item
-from dataprep.sources import albef_json, coco, jsonl, table, webdataset
+from dataprep.records import Item, SourceRecord
+from dataprep.sources import albef_json, cc3m, coco, jsonl, parquet, sbu, table, webdataset
 from dataprep.sources.base import SourceError, SourceFormat, SourceSpec, confine_image
 
 __all__ = ["SourceError", "SourceFormat", "SourceSpec", "count_source", "read_source"]
@@ -21,6 +21,9 @@ _READERS: dict[str, Callable[[SourceSpec], Iterator[Item]]] = {
     "tsv": table.read,
     "jsonl": jsonl.read,
     "webdataset": webdataset.read,
+    "cc3m": cc3m.read,
+    "sbu": sbu.read,
+    "parquet": parquet.read,
 }
 
 
@@ -30,11 +33,20 @@ def read_source(spec: SourceSpec) -> Iterator[Item]:
     return (confine_image(spec, item) for item in _READERS[spec.format](spec))
 
 
-def count_source(spec: SourceSpec) -> int | None:
+def count_source(spec: SourceSpec, allow_urls: bool = False) -> int | None:
     """How many items read_source yields (for progress and ETA); None when only a download could tell.
 
-    Also opens the source, so a missing file or a bad header fails here, before any work starts.
+    Also opens the source, so a missing file or a bad header fails here, before any work starts. A source
+    of image URLs fails too unless allow_urls: a conversion reads what `tcl-dataprep download` fetched.
     """
     if spec.format == "webdataset":
         return webdataset.count(spec)
-    return sum(1 for _ in read_source(spec))
+    count = 0
+    for item in read_source(spec):
+        if not allow_urls and isinstance(item, SourceRecord) and item.image_url is not None:
+            raise SourceError(
+                f"{spec.path}: record {item.key} is an image URL ({item.image_url}): fetch the images with"
+                " `tcl-dataprep download` first, then convert its output (format=webdataset)"
+            )
+        count += 1
+    return count

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from dataprep.limits import Limits, inside
 from dataprep.records import Item, Reject, RejectReason, SourceRecord
 
-SourceFormat = Literal["albef_json", "coco", "csv", "tsv", "jsonl", "webdataset"]
+SourceFormat = Literal["albef_json", "coco", "csv", "tsv", "jsonl", "webdataset", "cc3m", "sbu", "parquet"]
 
 
 class SourceError(ValueError):
@@ -28,7 +28,9 @@ class SourceSpec(BaseModel):
     format: SourceFormat
     """albef_json: the official TCL/ALBEF pretraining or retrieval JSON (a list of {image, caption});
     coco: COCO captions JSON (images + annotations); csv / tsv: a table with a header row;
-    jsonl: one JSON object per line; webdataset: img2dataset/WebDataset tar shards."""
+    jsonl: one JSON object per line; webdataset: img2dataset/WebDataset tar shards; image URL lists (to fetch
+    with `tcl-dataprep download`): cc3m: Train_GCC-training.tsv (caption<TAB>url, no header); sbu: the SBU
+    Captioned Photo Dataset's line-aligned urls + captions files; parquet: LAION-style url/caption columns."""
     path: str = Field(min_length=1)
     """The file; for webdataset a .tar, or a folder / s3:// prefix holding .tar files."""
     image_root: str | None = None
@@ -36,13 +38,23 @@ class SourceSpec(BaseModel):
     name: str | None = Field(None, min_length=1)
     """Name in the `source` column, sample ids and the reject report; default: the file's stem."""
     image_column: str = "image"
-    """csv/tsv/jsonl: the image path column."""
+    """csv/tsv/jsonl/parquet: the image path or URL column; in csv/tsv also a 0-based position."""
     caption_column: str = "caption"
-    """csv/tsv/jsonl: the caption column; webdataset: the caption field of a .json member."""
+    """csv/tsv/jsonl/parquet: the caption column (csv/tsv: or a position); webdataset: the caption field of a
+    .json member."""
+    columns: list[str] | None = None
+    """csv/tsv: the column names of a table without a header row, in order (`columns=caption,url`): its first
+    line is then data."""
     allow_outside_root: bool = False
     """Accept image paths that lead out of the image root (absolute paths, `../`, symlinks pointing out);
     otherwise such a record is rejected as outside_image_root."""
     _limits: Limits = PrivateAttr(default_factory=Limits)
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _split_columns(cls, value: object) -> object:
+        """`columns=caption,url` on the command line arrives as one string."""
+        return [name.strip() for name in value.split(",")] if isinstance(value, str) else value
 
     @property
     def source_name(self) -> str:
@@ -83,6 +95,20 @@ def confine_image(spec: SourceSpec, item: Item) -> Item:
         return item.reject(RejectReason.OUTSIDE_IMAGE_ROOT, f"{item.image_ref!r} resolves to "
                            f"{os.path.realpath(item.image_path)}, outside {os.path.realpath(spec.root)}")
     return dataclasses.replace(item, image_path=real)
+
+
+def is_url(ref: str) -> bool:
+    """An image reference to fetch (http/https) rather than a path to read."""
+    return ref.startswith(("http://", "https://"))
+
+
+def image_record(spec: SourceSpec, key: str, caption: str | list[str], ref: str) -> SourceRecord:
+    """The record of an image reference: a URL to download, or a path under the image root."""
+    if is_url(ref):
+        return SourceRecord(source=spec.source_name, file=spec.path, key=key, caption=caption, image_ref=ref,
+                            image_url=ref)
+    return SourceRecord(source=spec.source_name, file=spec.path, key=key, caption=caption, image_ref=ref,
+                        image_path=spec.image_path(ref))
 
 
 def _is_caption(value: Any) -> bool:

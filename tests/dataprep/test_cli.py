@@ -74,7 +74,7 @@ def _rows(location: Path) -> list[dict]:
     ("argv", "message"),
     [
         (["--source", "format=albef_json,path"], "expected KEY=VALUE pairs"),
-        (["--source", "format=parquet,path=x"], "format"),
+        (["--source", "format=lmdb,path=x"], "format"),
         (["--source", "format=albef_json,path=/nowhere/x.json"], "/nowhere/x.json: no such file"),
         (["--source", "format=csv,path=a.csv", "--source", "format=csv,path=b/a.csv"], "distinct `name`"),
         (["--workers", "0", "--source", "format=csv,path=a.csv"], "workers"),

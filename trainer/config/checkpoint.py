@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from trainer.config.base import Section
@@ -33,3 +35,11 @@ class LogConfig(Section):
     """One accelerator's peak FLOP/s for MFU (default: H100 SXM dense bf16); MFU is reported on GPUs only."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Serve per-rank Prometheus metrics on port + local rank; None disables it."""
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    """Experiment trackers rank 0 sends every metrics.jsonl record to (trainer/tracking.py): tensorboard
+    writes output_dir/tensorboard; mlflow logs to mlflow_uri; wandb to the project `experiment`
+    (WANDB_MODE=offline, WANDB_API_KEY... as W&B reads them). Each needs the extra of its name."""
+    mlflow_uri: str | None = None
+    """MLflow tracking server (http://host:5000) or store URI; None: MLFLOW_TRACKING_URI, else MLflow's default."""
+    experiment: str | None = Field(None, min_length=1)
+    """MLflow experiment and W&B project; None: the run's `name`."""
