@@ -17,11 +17,11 @@ from trainer.checkpoint import Checkpointer
 from trainer.config import RunConfig, dump
 from trainer.control_plane import ControlPlane
 from trainer.data.device_augment import DeviceAugment
-from trainer.data.loader import build_eval_data, build_train_loader, tokenize
+from trainer.data.loader import build_eval_data, build_train_loader
 from trainer.data.tokenizer import load_tokenizer
 from trainer.distributed import DistInfo, any_rank, barrier
 from trainer.engine import build_engine, distill_alpha
-from trainer.eval.retrieval import evaluate_retrieval
+from trainer.eval.retrieval import evaluate_split, split_config
 from trainer.flops import flops_per_sample, mfu
 from trainer.metrics import MetricsLog, PrometheusExporter, format_eval_line, format_train_line
 from trainer.model import build_model, count_parameters
@@ -66,7 +66,7 @@ class Trainer:
             cfg, self.engine, self.teacher, self.queues, DeviceAugment(cfg.data.augment).to(self.device),
             SpecialTokens.of(self.tokenizer), self.device, dist.rank,
         )
-        self.eval_data = build_eval_data(cfg) if cfg.data.eval else None
+        self.eval_data = build_eval_data(split_config(cfg)) if cfg.data.eval else None
         self.checkpointer = Checkpointer(self.out / "checkpoints", cfg.checkpoint.keep_last, dist)
         tracking = Tracking.open(cfg, self.out) if dist.is_main else None
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main, tracking=tracking)
@@ -184,12 +184,12 @@ class Trainer:
             self.control_plane.register_checkpoint(path, self.step, {f"eval/{k}": v for k, v in self.last_eval.items()})
 
     def _evaluate(self) -> None:
-        data = self.eval_data
-        ids, mask = tokenize(data.texts, self.tokenizer, self.cfg.data.eval_max_tokens)
-        self.last_eval = evaluate_retrieval(
-            self.engine.module, data.images, ids, mask, data.img2txt, data.txt2img,
-            k_test=self.cfg.eval.k_test, batch_size=self.cfg.eval.batch_size, device=self.device,
-            autocast=self.autocast,
+        """Zero-shot retrieval, the code `tcl-eval` runs, at eval.image_size (the split was read at it)."""
+        cfg = self.cfg
+        self.last_eval = evaluate_split(
+            self.engine.module, self.eval_data, self.tokenizer,
+            image_size=cfg.eval.image_size or cfg.model.vision.img_size, max_tokens=cfg.data.eval_max_tokens,
+            k_test=cfg.eval.k_test, batch_size=cfg.eval.batch_size, device=self.device, autocast=self.autocast,
         )
         if self.dist.is_main:
             logger.info(format_eval_line(self.step, self.last_eval))

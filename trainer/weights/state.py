@@ -53,12 +53,17 @@ def apply_full_state(
     size fits (else they stay fresh, reported missing). Nothing is written before every check has passed."""
     targets = full_state(model, teacher, queues)
     report = LoadReport(source=source, unexpected=sorted(set(state) - set(targets)))
+    lacking_parts = [p for p in ENCODERS if not any(n.startswith(p) for n in state)]
+    if lacking_parts:
+        raise WeightLoadError(
+            f"{source}: it has no {', '.join(p + '*' for p in lacking_parts)} tensors of the model's encoders."
+            f" Known layouts: {known_layouts}"
+        )
     absent = [n for n in targets if n.startswith(ENCODERS) and n not in state]
     if absent:
-        have = sum(n.startswith(ENCODERS) for n in targets) - len(absent)
         raise WeightLoadError(
-            f"{source}: it has {have} of the model's {have + len(absent)} encoder tensors (missing e.g. {absent[0]})."
-            f" Known layouts: {known_layouts}"
+            f"{source}: it does not fit the model's config: {len(absent)} encoder tensors are not in it"
+            f" (e.g. {absent[0]})"
         )
     queue_keys = [n for n in targets if n.startswith(QUEUES)]
     queues_fit = all(n in state and state[n].shape == targets[n].shape for n in queue_keys)
