@@ -96,14 +96,16 @@ def run(args: argparse.Namespace, rank: int, world: int, device: Any) -> dict[st
     cfg = checkpoint.config or load(args.config)
     if args.image_size:
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"image_size": args.image_size})})
+    precision = args.precision or cfg.engine.precision
     source = f"{checkpoint.source} ({checkpoint.layout})"
     check_fits(checkpoint.state, cfg, source, KNOWN_LAYOUTS)  # on the meta device: fails before any allocation
     model = TCL(cfg.model, cfg.loss)  # at the checkpoint's resolution; evaluate_split resizes it
     apply_full_state(checkpoint.state, source, KNOWN_LAYOUTS, model)
-    model.to(device)
+    # bf16 as in training: DeepSpeed's bf16 weights are the fp32 master weights rounded, run under autocast
+    model.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     split_cfg = split_config(cfg, split=args.split, batch_size=args.batch_size, num_workers=args.num_workers)
     image_size, batch_size = split_cfg.model.vision.img_size, split_cfg.eval.batch_size
-    k_test, precision = args.k_test or cfg.eval.k_test, args.precision or cfg.engine.precision
+    k_test = args.k_test or cfg.eval.k_test
 
     if args.annotation is not None:
         data_name = args.annotation.stem
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace, rank: int, world: int, device: Any) -> dict[st
 
     def progress(stage: str, done: int, total: int) -> None:
         if rank == 0:
-            bar = bars.setdefault(stage, tqdm(total=total, desc=stage, unit="item", leave=False))
+            bar = bars.setdefault(stage, tqdm(total=total, desc=stage, unit="item", leave=False, disable=None))
             bar.update(done)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

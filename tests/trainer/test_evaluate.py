@@ -5,6 +5,7 @@ line, exit 2, nothing written."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -56,8 +57,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     return cfg, model.eval(), path
 
 
-def _direct(cfg, model, annotation: Path, root: Path, size: int) -> dict[str, float]:
-    """The evaluation on inputs prepared here: PIL bicubic resize, CLIP normalisation, captions numbered in order."""
+def _direct(cfg, model, annotation: Path, root: Path, size: int, bf16: bool = False) -> dict[str, float]:
+    """The evaluation on inputs prepared here: PIL bicubic resize, CLIP normalisation, captions numbered in
+    order; bf16 as DeepSpeed trains: bf16 weights under autocast."""
     entries = json.loads(annotation.read_text())
     images = []
     for entry in entries:
@@ -69,21 +71,26 @@ def _direct(cfg, model, annotation: Path, root: Path, size: int) -> dict[str, fl
     ids, mask = tokenize(texts, load_tokenizer(cfg.model.text.tokenizer), cfg.data.eval_max_tokens)
     loader = torch.utils.data.DataLoader(torch.stack(images), batch_size=cfg.eval.batch_size)
     return evaluate_retrieval(
-        model, loader, ids, mask, img2txt, [t // 2 for t in range(len(texts))], k_test=cfg.eval.k_test,
-        batch_size=cfg.eval.batch_size, device=torch.device("cpu"), autocast=torch.autocast("cpu", enabled=False),
+        copy.deepcopy(model).to(torch.bfloat16) if bf16 else model, loader, ids, mask, img2txt,
+        [t // 2 for t in range(len(texts))], k_test=cfg.eval.k_test, batch_size=cfg.eval.batch_size,
+        device=torch.device("cpu"), autocast=torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
     )
 
 
-def test_annotation_file_figures_equal_the_direct_evaluation(corpus, checkpoint, capsys) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_annotation_file_figures_equal_the_direct_evaluation(corpus, checkpoint, capsys, precision: str) -> None:
     annotation, root = corpus
     cfg, model, path = checkpoint
-    args = [str(path), "--annotation", str(annotation), "--image-root", str(root), "--num-workers", "0"]
+    args = [str(path), "--annotation", str(annotation), "--image-root", str(root), "--num-workers", "0",
+            "--precision", precision]
     assert evaluate.main(args) == 0
     out = capsys.readouterr().out
     assert "TR (i2t)" in out and "IR (t2i)" in out
     record = json.loads((path.parent / "tiny.retrieval-coco_test-64px.json").read_text())
     assert record["images"] == 4 and record["texts"] == 8 and record["layout"] == "tcl" and record["image_size"] == 64
-    assert record["recall"] == pytest.approx(_direct(cfg, model, annotation, root, 64), abs=1e-9)
+    assert record["precision"] == precision
+    want = _direct(cfg, model, annotation, root, 64, bf16=precision == "bf16")
+    assert record["recall"] == pytest.approx(want, abs=1e-9)
 
 
 def test_higher_resolution_interpolates_pos_embed_as_the_official_code(corpus, checkpoint, tmp_path: Path) -> None:

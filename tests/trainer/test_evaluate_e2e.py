@@ -92,3 +92,21 @@ def test_every_export_format_of_the_run_loads_back(run_dir: Path, tmp_path: Path
                        source.state["online.text.bert.encoder.layer.0.attention.self.query.weight"])
     vit = timm.create_model(f"local-dir:{tmp_path / 'hf' / 'vision'}", pretrained=True)
     assert torch.equal(vit.pos_embed, source.state["online.visual_encoder.pos_embed"])
+
+
+def test_model_init_from_the_step_directory_is_a_weights_only_start(run_dir: Path) -> None:
+    """Continue pretraining from a run: online weights (fp32, consolidated from both ZeRO-2 partitions),
+    momentum encoder and queues (with their pointer) from the client state; nothing else."""
+    from trainer.config import load
+    from trainer.model import build_model
+    from trainer.weights.state import full_state
+
+    step_dir = run_dir / "checkpoints" / "step_00000003"
+    source = read_checkpoint(step_dir).state
+    model, teacher, queues = build_model(load(str(run_dir / "config.yaml"), [f"model.init={step_dir}"]))
+    loaded = full_state(model, teacher, queues)
+    assert sorted(loaded) == sorted(source) and all(torch.equal(loaded[k], v) for k, v in source.items())
+    assert int(queues.ptr) == (3 * 2 * 4) % queues.size, "3 steps x 2 ranks x 4 samples were enqueued"
+    online = dict(model.named_parameters())
+    lagging = [name for name, p in teacher.named_parameters() if not torch.equal(p, online[name])]
+    assert lagging, "the EMA lags the online model"
