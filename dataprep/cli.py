@@ -10,6 +10,7 @@ import argparse
 import logging
 
 from dataprep.commands.convert import convert_command_parser
+from dataprep.commands.download import download_command_parser
 from dataprep.commands.inspect import inspect_command_parser
 from dataprep.commands.synth import synth_command_parser
 from dataprep.commands.verify import verify_command_parser
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs, other libraries' included")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_parser in (convert_command_parser, inspect_command_parser, verify_command_parser, synth_command_parser):
+    for add_parser in (convert_command_parser, download_command_parser, inspect_command_parser, verify_command_parser,
+                       synth_command_parser):
         add_parser(subparsers)
     return parser
 

@@ -59,6 +59,8 @@ class RejectReason(StrEnum):
     NOT_AN_IMAGE = "not_an_image"
     OPTED_OUT = "opted_out"
     """The site opts out: an X-Robots-Tag directive (noai, noimageai...) or its robots.txt."""
+    BAD_URL = "bad_url"
+    """Not an http(s) URL."""
     CAPTION_DROPPED_DUPLICATE = "caption_dropped_duplicate"
     """Caption level: one caption of a kept record repeated an earlier one of the same image after cleaning."""
 
