@@ -98,11 +98,14 @@ class ControlPlane:
         }
         self._post("/heartbeat", body, attempts=1)
 
-    def register_checkpoint(self, path: Path, step: int, metrics: Mapping[str, float]) -> None:
-        """Register a completely written checkpoint (file or directory) with its digest and size."""
+    def register_checkpoint(
+        self, path: Path, step: int, metrics: Mapping[str, float], uri: str | None = None
+    ) -> None:
+        """Register a completely written checkpoint (file or directory) with its digest and size. `uri` is
+        its address when that is not `path` (s3:// output: `path` is the local staging copy it was uploaded from)."""
         digest, size = checkpoint_digest(path)
         body = {
-            "uri": Path(path).resolve().as_uri(), "step": step, "metrics": _finite_or_none(metrics),
+            "uri": uri or Path(path).resolve().as_uri(), "step": step, "metrics": _finite_or_none(metrics),
             "size_bytes": size, "digest": digest,
         }
         self._post("/checkpoints", body, attempts=3)

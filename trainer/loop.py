@@ -6,14 +6,13 @@ import logging
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from trainer import kernels
-from trainer.checkpoint import Checkpointer
+from trainer.checkpoint import Checkpointer, ResumePlan
 from trainer.config import RunConfig, dump
 from trainer.control_plane import ControlPlane
 from trainer.data.device_augment import DeviceAugment
@@ -38,7 +37,11 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, dist: DistInfo, *, resume: str | None = None) -> None:
         self.cfg, self.dist = cfg, dist
-        self.out = Path(cfg.output_dir)
+        self.checkpointer = Checkpointer(cfg, dist)
+        self.out = self.checkpointer.run_dir  # output_dir, or the node-local staging folder of s3:// output
+        self.resume_plan = self.checkpointer.plan_resume(resume) if resume else None
+        if self.resume_plan is not None:  # decided before the engine: an elastic resume changes its config
+            self.cfg = cfg = self.resume_plan.adapt(cfg)
         self.device = dist.device
         kernels.set_fused(cfg.engine.fused_kernels)
         torch.manual_seed(cfg.seed)  # identical init on every rank (DeepSpeed also broadcasts parameters)
@@ -67,7 +70,6 @@ class Trainer:
             SpecialTokens.of(self.tokenizer), self.device, dist.rank,
         )
         self.eval_data = build_eval_data(split_config(cfg)) if cfg.data.eval else None
-        self.checkpointer = Checkpointer(self.out / "checkpoints", cfg.checkpoint.keep_last, dist)
         tracking = Tracking.open(cfg, self.out) if dist.is_main else None
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main, tracking=tracking)
         self.exporter = PrometheusExporter(cfg.log.metrics_port, dist.local_rank, dist.rank)
@@ -80,8 +82,8 @@ class Trainer:
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump(cfg))
-        if resume:
-            self._resume(resume)
+        if self.resume_plan is not None:
+            self._resume(self.resume_plan)
 
     # --- state -----------------------------------------------------------------------------------
     def client_state(self) -> dict[str, Any]:
@@ -95,12 +97,8 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"),
         }
 
-    def _resume(self, resume: str) -> None:
-        tag = self.checkpointer.latest() if resume == "auto" else Path(resume).name
-        if tag is None:
-            logger.info("no complete checkpoint under %s: starting fresh", self.checkpointer.root)
-            return
-        state = self.checkpointer.load(self.engine, tag)
+    def _resume(self, plan: ResumePlan) -> None:
+        state = self.checkpointer.load(self.engine, plan)
         self.step, self.epoch = state["step"], state["epoch"]
         self.teacher.load_state_dict(state["teacher"])
         self.queues.load_state_dict(state["queues"])
@@ -179,9 +177,10 @@ class Trainer:
             )
 
     def _checkpoint(self) -> None:
-        path = self.checkpointer.save(self.engine, self.step, self.client_state())
+        saved = self.checkpointer.save(self.engine, self.step, self.client_state())
         if self.control_plane is not None:
-            self.control_plane.register_checkpoint(path, self.step, {f"eval/{k}": v for k, v in self.last_eval.items()})
+            metrics = {f"eval/{k}": v for k, v in self.last_eval.items()}
+            self.control_plane.register_checkpoint(saved.path, self.step, metrics, uri=saved.uri)
 
     def _evaluate(self) -> None:
         """Zero-shot retrieval, the code `tcl-eval` runs, at eval.image_size (the split was read at it)."""
@@ -200,4 +199,5 @@ class Trainer:
     def close(self) -> None:
         if self.dist.is_main and self.metrics.path.is_file():
             plot_run(self.metrics.path, self.out / "metrics.png", title=self.cfg.name)
+        self.checkpointer.sync_outputs()
         self.metrics.close(self.out / "metrics.png", self.out / "config.yaml")

@@ -1,16 +1,31 @@
-"""Resumable checkpoints: DeepSpeed's (online weights, optimizer, schedule) plus everything else.
+"""Resumable checkpoints on every storage layout: DeepSpeed's state (online weights, optimizer, schedule)
+plus the client state (step, epoch, loader position, fp32 momentum encoder, queues, config).
 
-Layout under <output_dir>/checkpoints/:
-  step_00000100/            DeepSpeed's files; client state = step, epoch, loader state, fp32 momentum
-                            encoder, queues + pointer, config
-  step_00000100/rng_rank{r}.pt   per-rank RNG states (DeepSpeed saves client state from rank 0 only)
-  latest                    the newest COMPLETE tag, written by rank 0 after a barrier, atomically
-DeepSpeed's own `latest` is written early by rank 0 (before the other ranks finish), so it is disabled.
+On-disk layout under <output_dir>/checkpoints/ (for s3:// output, the same keys under the bucket prefix,
+written first into a node-local staging folder):
+  step_00000100/                          one folder per checkpoint (tag = step, 8+ digits)
+    mp_rank_00_model_states.pt            DeepSpeed: weights, LR schedule, client state (rank 0 writes
+                                          it; on node-local disks, each node's first rank)
+    [bf16_]zero_pp_rank_{r}_mp_rank_00_optim_states.pt   DeepSpeed: rank r's ZeRO optimizer partition
+    rng_rank{r}.pt                        rank r's RNG states (plain tensors: weights_only=True)
+    rank_{r}.json                         rank r's manifest: its files and their sizes, the world size,
+                                          the batch sizes; written last, so it marks rank r's part complete
+    universal/                            the tag converted for another world size (elastic resume)
+  latest                                  the newest complete tag, written after every rank's part is
+                                          confirmed, atomically and fsynced (a hint: a missing, empty or
+                                          torn pointer falls back to the newest complete checkpoint)
+A checkpoint is complete when every rank that saved it has its manifest there and every listed file has
+the listed size. DeepSpeed's own `latest` is written before the other ranks finish, so it is disabled.
 
-Modules: `layout` (tags and the pointer), `rng` (per-rank RNG state), `checkpointer` (save, find, load).
+Modules: `layout` (names, manifests, the pointer, fsync), `storage` (filesystem or S3 behind put / get /
+list / delete), `rng` (per-rank RNG state), `elastic` (universal conversion), `outputs` (metrics.jsonl
+and the other run outputs), `checkpointer` (save, agree on a tag, load).
+
+Trust: DeepSpeed's loader unpickles its own files (`torch.load(weights_only=False)`): a checkpoint is
+trusted input, like code. The project's own files load as JSON or with `weights_only=True`.
 """
 
-from trainer.checkpoint.checkpointer import Checkpointer
+from trainer.checkpoint.checkpointer import Checkpointer, CheckpointError, ResumePlan, SavedCheckpoint
 from trainer.checkpoint.layout import POINTER, tag_for
 
-__all__ = ["POINTER", "Checkpointer", "tag_for"]
+__all__ = ["POINTER", "CheckpointError", "Checkpointer", "ResumePlan", "SavedCheckpoint", "tag_for"]

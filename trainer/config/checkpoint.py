@@ -14,6 +14,17 @@ class CheckpointConfig(Section):
     """Save every N optimizer steps (and always at the end)."""
     keep_last: int = Field(3, ge=1)
     """Complete checkpoints kept; older ones are deleted after a new one is complete."""
+    storage: Literal["auto", "shared", "node_local"] = "auto"
+    """Where each rank's checkpoint files live. auto: object storage when output_dir is s3://bucket/prefix
+    (any endpoint: S3_ENDPOINT_URL), else a filesystem every node shares, checked at start-up (a run whose
+    output_dir is not shared is refused); shared: the same for a filesystem, s3:// refused; node_local:
+    each node keeps its own ranks' files in output_dir on its own disk (DeepSpeed's use_node_local_storage)."""
+    staging_dir: str | None = None
+    """Node-local folder where ranks write before uploading to s3:// output (None: a folder under the system
+    temp dir named after output_dir). Unused for filesystem output."""
+    load_universal: bool = False
+    """Load the resumed checkpoint in DeepSpeed's universal format. Set by the trainer itself on an elastic
+    resume (the saved data-parallel size differs from the current one), after converting the checkpoint."""
 
 
 class EvalConfig(Section):

@@ -26,4 +26,8 @@ def build_ds_config(cfg: RunConfig) -> dict[str, Any]:
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
+        "checkpoint": {  # node-local disks: each node's first rank writes the model states; elastic resume
+            "use_node_local_storage": cfg.checkpoint.storage == "node_local",
+            "load_universal": cfg.checkpoint.load_universal,
+        },
     }
