@@ -166,7 +166,9 @@ class Fetcher:
         self.config = config
         self.client = httpx.Client(
             follow_redirects=True, max_redirects=config.max_redirects, timeout=config.timeout,
-            headers={"User-Agent": f"Mozilla/5.0 (compatible; {config.user_agent_token}/1.0)"},
+            # identity: the bytes stored are the image file itself, and Content-Length counts them
+            headers={"User-Agent": f"Mozilla/5.0 (compatible; {config.user_agent_token}/1.0)",
+                     "Accept-Encoding": "identity"},
             limits=httpx.Limits(max_connections=config.concurrency + 8),
         )
         self.gate = _HostGate(config.per_host_connections, config.per_host_rate)
@@ -271,7 +273,7 @@ class Fetcher:
             self.gate.leave(host)
         if response.status_code >= 500:
             return f"robots.txt of {site} answered HTTP {response.status_code} (RFC 9309: everything disallowed)"
-        rules.parse(response.text.splitlines() if response.status_code == 200 else [])
+        rules.parse(response.text[:500_000].splitlines() if response.status_code == 200 else [])  # RFC 9309: >= 500 KiB
         return rules
 
 

@@ -5,8 +5,9 @@ container rank 0's MetricsLog forwards every record to. Each backend's library i
 its tracker is configured (`log.trackers`), from the extras of the same names.
 
 A relaunched attempt continues the same tracked run: `output_dir/tracking.json` holds the run's key
-(the API's TCL_RUN_ID when launched by it, else a key made on the first start) and counts the starts
-(the attempt). TensorBoard writes to the same logdir, MLflow finds its run by the `tcl.run_key` tag,
+(the API's TCL_RUN_ID when launched by it, else a key made on the first start), counts the starts
+(the attempt) and says where each tracker shows the run (`locations`: the MLflow run URL, the TensorBoard
+logdir, the W&B run). TensorBoard writes to the same logdir, MLflow finds its run by the `tcl.run_key` tag,
 W&B resumes the run whose id is the key. MetricsLog forwards only steps beyond those already logged,
 so a resumed run's replayed steps are not sent twice.
 
@@ -69,12 +70,21 @@ class Identity:
         state = json.loads(path.read_text()) if path.is_file() else {}
         first = not state
         key = state.get("run_key") or env.get(ENV_RUN_ID) or uuid.uuid4().hex
-        state = {"run_key": key, "attempt": int(state.get("attempt", 0)) + 1}
+        state = {"run_key": key, "attempt": int(state.get("attempt", 0)) + 1, "locations": state.get("locations", {})}
         out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        _write_json(path, state)
         return cls(key, state["attempt"], first)
+
+    def record_locations(self, out: Path, locations: dict[str, str]) -> None:
+        """Where this attempt's trackers show the run (for people and tools reading output_dir)."""
+        path = out / STATE_NAME
+        _write_json(path, {**json.loads(path.read_text()), "locations": locations})
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 class Tracker(Protocol):
@@ -244,6 +254,7 @@ class Tracking:
             tracking.trackers.append(tracker)
         if identity.first:
             tracking._each("log_params", flat_params(config))
+        identity.record_locations(out, tracking.locations)
         return tracking
 
     @property

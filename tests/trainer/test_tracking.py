@@ -68,7 +68,8 @@ def test_tensorboard_event_files(tmp_path: Path) -> None:
     first = _attempt(out, "tensorboard", FIRST, {})
     _attempt(out, "tensorboard", SECOND, {})
     assert first == {"tensorboard": str((out / "tensorboard").resolve())}
-    assert json.loads((out / "tracking.json").read_text())["attempt"] == 2
+    state = json.loads((out / "tracking.json").read_text())
+    assert state["attempt"] == 2 and state["locations"] == first
 
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     events.Reload()
@@ -209,6 +210,7 @@ def test_mlflow_server_run_params_history_artifacts(tmp_path: Path, mlflow_serve
     run = runs[0]
     assert first == {
         "mlflow": f"{url}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"}
+    assert json.loads((out / "tracking.json").read_text())["locations"] == first
     assert run.data.tags["tcl.run_key"] == RUN_ID and run.data.tags["tcl.attempt"] == "2"
     assert run.data.tags["tcl.output_dir"] == str(out)
     assert run.info.status == "FINISHED"
