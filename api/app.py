@@ -24,6 +24,7 @@ from api.security import RedactSecrets
 from api.settings import Settings, get_settings
 from api.store import NotFound, Store, make_engine, migrate
 from api.supervisor import Supervisor
+from api.verifier import CheckpointVerifier
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ def create_app(settings: Settings | None = None, launchers: dict[str, Launcher] 
         app.state.metrics_registry = CollectorRegistry(auto_describe=False)
         app.state.metrics_registry.register(RunCollector(store, settings.metrics_finished_ttl_seconds))
         supervisor.start()
+        verifier = CheckpointVerifier(store, settings.poll_interval_seconds, lambda: supervisor.leader)
+        verifier.start()
         log.info("control plane ready: launchers %s, database %s", ", ".join(enabled), engine.url.render_as_string())
         try:
             yield
         finally:
+            verifier.stop()
             supervisor.stop()
             engine.dispose()
 

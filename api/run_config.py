@@ -12,9 +12,12 @@ from typing import Any
 from api.schemas import PresetConfig
 from api.security import confine
 from api.settings import Settings
+from api.store.models import RunRow
 from trainer.config import ConfigError, RunConfig, from_dict, load, preset_names
 from trainer.config.run import merge
 
+NAME_LENGTH = RunRow.__table__.c.name.type.length
+"""The longest run name the store's column holds."""
 DATA_LOCATIONS = (("data", "train"), ("data", "eval"))
 """Always local paths or URIs."""
 NAME_OR_PATH = (("model", "vision", "init"), ("model", "text", "init"), ("model", "text", "tokenizer"))
@@ -66,4 +69,6 @@ def build_run_config(config: PresetConfig | dict[str, Any], settings: Settings, 
             confined = confine(value, settings.data_roots, workdir=settings.workdir, allow_s3=settings.allow_s3,
                                what=".".join(keys))
             _set(tree, keys, confined)
+    if len(tree["name"]) > NAME_LENGTH:
+        raise ConfigError(f"name: {len(tree['name'])} characters; the registry keeps at most {NAME_LENGTH}")
     return from_dict(merge(tree, placement))

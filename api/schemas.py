@@ -75,11 +75,34 @@ class CheckpointPublic(Schema):
     digest: str
     created_at: datetime
     is_best: bool
+    pinned: bool
+    """Kept by the trainer's pruning whatever keep_last says (the best is kept too)."""
+    deleted_at: datetime | None
+    """When the trainer reported it pruned (listed only with include_deleted=true)."""
+    verification: Literal["pending", "verified", "mismatch", "missing", "remote"]
+    """The API's own check of a file:// checkpoint's digest against its files; `remote` (s3://) is not checked."""
 
 
 class CheckpointList(Schema):
     items: list[CheckpointPublic]
+    total: int
+    limit: int
+    offset: int
 
+
+CheckpointUris = Annotated[list[Annotated[str, Field(min_length=1, max_length=2048)]], Field(max_length=1000)]
+
+
+class KeptCheckpoints(Schema):
+    """What the trainer's keep_last pruning must not delete: the run's best and its pinned checkpoints."""
+
+    uris: CheckpointUris
+
+
+class DeletedCheckpoints(Schema):
+    """Checkpoints the trainer pruned (their URIs as registered)."""
+
+    uris: CheckpointUris
 
 class RunPublic(Schema):
     id: str

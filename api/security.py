@@ -8,6 +8,8 @@ import re
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from posixpath import normpath
+from urllib.parse import unquote, urlparse
 
 
 class PathNotAllowed(ValueError):
@@ -40,6 +42,22 @@ def confine(value: str, roots: Iterable[Path], *, workdir: Path, allow_s3: bool,
         raise PathNotAllowed(f"{what}: {value!r} resolves to {path}, outside the allowed roots: "
                              + ", ".join(str(r) for r in roots))
     return str(path)
+
+
+def checkpoint_uri_outside(uri: str, output_dir: str) -> str | None:
+    """Why a checkpoint URI is refused for a run writing to `output_dir`, or None: file:// URIs must name a
+    path under a local output_dir, s3:// URIs a key under an s3:// one (`..` and `.` are resolved first)."""
+    parsed = urlparse(uri)
+    if output_dir.startswith("s3://"):
+        root = output_dir.rstrip("/")
+        key = normpath(unquote(parsed.path)) if parsed.scheme == "s3" else ""
+        inside = parsed.scheme == "s3" and f"s3://{parsed.netloc}{key}".startswith(root + "/")
+    else:
+        path = normpath(unquote(parsed.path)) if parsed.scheme == "file" and parsed.netloc in ("", "localhost") else ""
+        inside = bool(path) and Path(path).is_relative_to(output_dir) and path != normpath(output_dir)
+    if inside:
+        return None
+    return f"checkpoint uri {uri!r} is not under the run's output location {output_dir!r}"
 
 
 class RedactSecrets(logging.Filter):

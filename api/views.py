@@ -12,7 +12,8 @@ from api.store import CheckpointRow, RunRow
 def checkpoint_public(row: CheckpointRow, best_id: str | None) -> CheckpointPublic:
     return CheckpointPublic(
         id=row.id, run_id=row.run_id, uri=row.uri, step=row.step, metrics=row.metrics, size_bytes=row.size_bytes,
-        digest=row.digest, created_at=row.created_at, is_best=row.id == best_id,
+        digest=row.digest, created_at=row.created_at, is_best=row.id == best_id, pinned=row.pinned,
+        deleted_at=row.deleted_at, verification=row.verification,  # type: ignore[arg-type]  # stored from the Literal
     )
 
 

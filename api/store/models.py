@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -85,3 +97,9 @@ class CheckpointRow(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Kept by the trainer's pruning whatever keep_last says (as is the run's best)."""
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the trainer reported it pruned; a deleted checkpoint is no longer offered."""
+    verification: Mapped[str] = mapped_column(String(16), default="pending")
+    """The API's own check of the digest: pending, verified, mismatch, missing, or remote (not checked)."""

@@ -216,7 +216,8 @@ class Store:
             raise Conflict(f"run {run_id} is {run.state}: it registers no checkpoints")
         row = CheckpointRow(
             id=new_id(), run_id=run_id, uri=new.uri, step=new.step, metrics=dict(new.metrics),
-            size_bytes=new.size_bytes, digest=new.digest, created_at=utcnow(),
+            size_bytes=new.size_bytes, digest=new.digest, created_at=utcnow(), pinned=False,
+            verification="pending" if new.uri.startswith("file://") else "remote",
         )
         try:
             with self._session() as session:
@@ -238,21 +239,71 @@ class Store:
     def get_checkpoint(self, checkpoint_id: str) -> CheckpointRow:
         return self._get(CheckpointRow, checkpoint_id, "checkpoint")
 
-    def list_checkpoints(self, run_id: str) -> list[CheckpointRow]:
-        """The run's checkpoints by step (then registration order)."""
+    def list_checkpoints(self, run_id: str, *, limit: int = 100, offset: int = 0,
+                         include_deleted: bool = False) -> tuple[list[CheckpointRow], int]:
+        """A page of the run's checkpoints by step (then registration order), and the total count; pruned
+        ones only with include_deleted."""
         self.get_run(run_id)
+        where = [CheckpointRow.run_id == run_id] + ([] if include_deleted else [CheckpointRow.deleted_at.is_(None)])
         with self._session() as session:
-            query = select(CheckpointRow).where(CheckpointRow.run_id == run_id)
-            return list(session.scalars(query.order_by(CheckpointRow.step, CheckpointRow.created_at)).all())
+            total = session.scalar(select(func.count()).select_from(CheckpointRow).where(*where)) or 0
+            query = select(CheckpointRow).where(*where).order_by(CheckpointRow.step, CheckpointRow.created_at)
+            return list(session.scalars(query.limit(limit).offset(offset)).all()), total
 
     def latest_checkpoint(self, run_id: str) -> CheckpointRow | None:
+        """The newest checkpoint that still exists."""
         with self._session() as session:
-            query = select(CheckpointRow).where(CheckpointRow.run_id == run_id)
+            query = select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.deleted_at.is_(None))
             return session.scalar(query.order_by(CheckpointRow.step.desc(), CheckpointRow.created_at.desc()).limit(1))
+
+    def set_pinned(self, checkpoint_id: str, pinned: bool) -> CheckpointRow:
+        """Pin (or unpin) a checkpoint: a pinned one is kept by the trainer's pruning."""
+        with self._session() as session:
+            row = session.get(CheckpointRow, checkpoint_id)
+            if row is None:
+                raise NotFound(f"no checkpoint {checkpoint_id}")
+            if row.deleted_at is not None and pinned:
+                raise Conflict(f"checkpoint {checkpoint_id} was pruned at {row.deleted_at.isoformat()}: nothing to pin")
+            row.pinned = pinned
+            return row
+
+    def kept_uris(self, run_id: str) -> list[str]:
+        """URIs the trainer's pruning must keep: the run's best and its pinned checkpoints, not yet deleted."""
+        best = self.get_run(run_id).best_checkpoint_id
+        with self._session() as session:
+            kept = CheckpointRow.pinned.is_(True) | (CheckpointRow.id == best)
+            query = select(CheckpointRow.uri).where(CheckpointRow.run_id == run_id, CheckpointRow.deleted_at.is_(None),
+                                                    kept)
+            return sorted(session.scalars(query).all())
+
+    def mark_deleted(self, run_id: str, uris: list[str]) -> list[str]:
+        """Record that the trainer pruned these checkpoints; returns the URIs that were registered and live."""
+        self.get_run(run_id)
+        with self._session() as session:
+            rows = session.scalars(select(CheckpointRow).where(
+                CheckpointRow.run_id == run_id, CheckpointRow.uri.in_(uris), CheckpointRow.deleted_at.is_(None))).all()
+            now = utcnow()
+            for row in rows:
+                row.deleted_at = now
+            return sorted(row.uri for row in rows)
+
+    def pending_verifications(self, limit: int = 16) -> list[CheckpointRow]:
+        """Checkpoints whose digest the API has not checked yet, oldest first."""
+        with self._session() as session:
+            query = select(CheckpointRow).where(CheckpointRow.verification == "pending",
+                                                CheckpointRow.deleted_at.is_(None))
+            return list(session.scalars(query.order_by(CheckpointRow.created_at).limit(limit)).all())
+
+    def set_verification(self, checkpoint_id: str, result: str) -> None:
+        with self._session() as session:
+            session.execute(update(CheckpointRow).where(CheckpointRow.id == checkpoint_id)
+                            .values(verification=result))
 
     def mark_best(self, checkpoint_id: str) -> CheckpointRow:
         """Make this checkpoint its run's best (replacing any previous choice)."""
         checkpoint = self.get_checkpoint(checkpoint_id)
+        if checkpoint.deleted_at is not None:
+            raise Conflict(f"checkpoint {checkpoint_id} was pruned: it cannot be the best")
         with self._session() as session:
             session.execute(
                 update(RunRow).where(RunRow.id == checkpoint.run_id)
@@ -268,7 +319,7 @@ class Store:
             rows = session.execute(
                 select(CheckpointRow.run_id, func.count(), func.max(CheckpointRow.created_at))
                 .where(CheckpointRow.run_id.in_(run_ids)).group_by(CheckpointRow.run_id)
-            ).all()
+            ).all()  # every registration counts (a counter), pruned ones too
         return {run_id: (count, last) for run_id, count, last in rows}
 
     def runs_for_metrics(self, finished_since: datetime) -> list[RunRow]:

@@ -101,6 +101,16 @@ def postgres_url() -> Iterator[str]:
             subprocess.run(["pg_ctlcluster", version, cluster, "stop"], check=True)
 
 
+def empty_database(url: str) -> str:
+    """The PostgreSQL database emptied (other tests leave their runs in it); returns the url."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A migrated, empty store on each backend."""

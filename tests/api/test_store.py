@@ -38,7 +38,7 @@ def checkpoint(uri: str, step: int, digest: str = "a" * 64, size: int = 10) -> C
 def test_migrations_create_exactly_the_models(store: Store) -> None:
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+        assert MigrationContext.configure(connection).get_current_revision() == "0002"
 
 
 @pytest.mark.parametrize("source", list(RunState))
@@ -135,7 +135,7 @@ def test_checkpoint_registration_is_idempotent_and_conflicts_are_refused(store: 
     assert again.metrics == {"loss": 1.0, "diverged": None}
     with pytest.raises(Conflict, match="another digest"):
         store.add_checkpoint(run.id, checkpoint("file:///c/3", 3, digest="b" * 64))
-    assert [c.id for c in store.list_checkpoints(run.id)] == [first.id]
+    assert [c.id for c in store.list_checkpoints(run.id)[0]] == [first.id]
 
 
 def test_checkpoints_by_step_latest_and_best(store: Store) -> None:
@@ -143,7 +143,7 @@ def test_checkpoints_by_step_latest_and_best(store: Store) -> None:
     other = new_run(store, RunState.RUNNING)
     ids = {step: store.add_checkpoint(run.id, checkpoint(f"file:///c/{step}", step))[0].id for step in (6, 3, 9)}
     store.add_checkpoint(other.id, checkpoint("file:///c/3", 3))  # same uri, other run: its own record
-    assert [c.step for c in store.list_checkpoints(run.id)] == [3, 6, 9]
+    assert [c.step for c in store.list_checkpoints(run.id)[0]] == [3, 6, 9]
     assert store.latest_checkpoint(run.id).id == ids[9]
     assert store.checkpoint_summary([run.id, other.id])[run.id][0] == 3
     store.mark_best(ids[6])

@@ -27,6 +27,7 @@ from tests.api.conftest import (
     FAKE_TRAINER,
     ApiFactory,
     ApiServer,
+    empty_database,
     live_group_members,
     start_run,
     trainer_pids,
@@ -38,16 +39,6 @@ from trainer.config import dump, load
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
-
-
-def empty_database(url: str) -> str:
-    """The PostgreSQL database emptied (other suites leave their runs in it)."""
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
 
 
 def run_token(pid: int) -> str:
