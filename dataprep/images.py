@@ -9,6 +9,7 @@ fast; JPEG draft mode decodes large JPEGs at a reduced scale when they will be s
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image
@@ -112,7 +113,9 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
         raise ImageRejected(RejectReason.ZERO_SIZE, "file is empty")
     Image.MAX_IMAGE_PIXELS = options.max_pixels  # PIL's own guard, for what the header check below cannot see
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # PIL warns past its limit; the check below rejects instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
         stored_w, stored_h = image.size
         if stored_w * stored_h > options.max_pixels:
             raise ImageRejected(RejectReason.TOO_MANY_PIXELS,

@@ -20,6 +20,9 @@ from dataprep.records import RejectReason
 _CHUNK = 1 << 20
 _STRUCTURE = re.compile(rb'["\[\]{},:]')
 _STRING_END = re.compile(rb'["\\]')
+_STRING = rb'"(?:[^"\\]++|\\.)*+"'
+_FLAT_OBJECT = re.compile(rb"\{(?:[^{}\[\]\"]++|%s|\[(?:[^{}\[\]\"]++|%s)*+\])*+\}" % (_STRING, _STRING), re.DOTALL)
+"""An object whose values hold at most flat lists (what records look like): matched whole in one step."""
 _SPACE = b" \t\r\n"
 _MAX_KEY_BYTES = 4096
 
@@ -48,6 +51,15 @@ def parse_record(data: bytes, max_bytes: int) -> Any:
         return BadRecord(RejectReason.MALFORMED_RECORD, f"not JSON: {error}")
     except RecursionError:
         return BadRecord(RejectReason.TOO_DEEPLY_NESTED, "nested deeper than the parser's recursion limit")
+
+
+def _string_end(buf: bytes, pos: int) -> re.Match[bytes] | None:
+    """The next quote or backslash from pos: found with two memchr scans (a string may be gigabytes long),
+    then matched in place so that the caller sees what a regex search would give."""
+    quote = buf.find(b'"', pos)
+    backslash = buf.find(b"\\", pos, len(buf) if quote < 0 else quote)
+    first = backslash if backslash >= 0 else quote
+    return _STRING_END.match(buf, first) if first >= 0 else None
 
 
 class _Scanner:
@@ -94,12 +106,15 @@ class _Scanner:
         """Consume one JSON value: its bytes when at most max_bytes long, else its length (nothing kept)."""
         if self.peek() is None:
             raise self.error("expected a value, found the end of the file")
+        flat = _FLAT_OBJECT.match(self.buf, self.pos)
+        if flat is not None and flat.end() - flat.start() <= max_bytes:  # the common case, without a token loop
+            self.pos = flat.end()
+            return flat.group()
         start = self.base + self.pos
         self.keep = start
         depth, in_string, end = 0, False, None
         while end is None:
-            pattern = _STRING_END if in_string else _STRUCTURE
-            match = pattern.search(self.buf, self.pos)
+            match = _string_end(self.buf, self.pos) if in_string else _STRUCTURE.search(self.buf, self.pos)
             if match is None:
                 self.pos = len(self.buf)
                 if not self._more():

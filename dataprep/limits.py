@@ -48,16 +48,18 @@ def read_regular_file(path: str, max_bytes: int) -> bytes:
         raise ImageRejected(RejectReason.MISSING_FILE, f"no file at {path}") from None
     except OSError as error:
         raise ImageRejected(RejectReason.UNREADABLE_FILE, f"{path}: {error}") from None
-    with os.fdopen(fd, "rb") as file:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ImageRejected(RejectReason.NOT_A_FILE, f"{path} is {_kind(info.st_mode)}")
         if info.st_size > max_bytes:
             raise ImageRejected(RejectReason.FILE_TOO_LARGE, f"{path}: {info.st_size} bytes > {max_bytes}")
-        try:
+        with os.fdopen(os.dup(fd), "rb") as file:
             data = file.read(max_bytes + 1)
-        except OSError as error:
-            raise ImageRejected(RejectReason.UNREADABLE_FILE, f"{path}: {error}") from None
+    except OSError as error:
+        raise ImageRejected(RejectReason.UNREADABLE_FILE, f"{path}: {error}") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise ImageRejected(RejectReason.FILE_TOO_LARGE, f"{path}: more than {max_bytes} bytes")
     return data

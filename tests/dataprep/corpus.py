@@ -224,8 +224,9 @@ def _jsonl(b: _Builder) -> None:
                                        caption_column="text"))
 
 
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    with tarfile.open(path, "w") as archive:
+def write_tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w") -> None:
+    """Regular members into a new tar (mode "w") or appended to an uncompressed one ("a")."""
+    with tarfile.open(path, mode) as archive:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
