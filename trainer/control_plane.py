@@ -89,14 +89,16 @@ class ControlPlane:
     def heartbeat(
         self, step: int, total_steps: int | None, epoch: float | None, samples_per_sec: float | None,
         metrics: Mapping[str, float],
-    ) -> None:
-        """Report progress; the first heartbeat moves the run from STARTING to RUNNING.
+    ) -> bool:
+        """Report progress; the first heartbeat moves the run from STARTING to RUNNING. True when the
+        API's reply says `cancel_requested` (the trainer then checkpoints and stops).
         Not retried: the next heartbeat supersedes a lost one, and training does not wait."""
         body = {
             "step": step, "total_steps": total_steps, "epoch": epoch,
             "samples_per_sec": samples_per_sec, "metrics": _finite_or_none(metrics),
         }
-        self._post("/heartbeat", body, attempts=1)
+        reply = self._post("/heartbeat", body, attempts=1)
+        return reply is not None and reply.get("cancel_requested") is True
 
     def register_checkpoint(
         self, path: Path, step: int, metrics: Mapping[str, float], uri: str | None = None
@@ -110,24 +112,29 @@ class ControlPlane:
         }
         self._post("/checkpoints", body, attempts=3)
 
-    def _post(self, path: str, body: dict[str, Any], attempts: int) -> bool:
-        """POST JSON; retry network errors and 5xx, give up quietly on 4xx. True when accepted."""
+    def _post(self, path: str, body: dict[str, Any], attempts: int) -> dict[str, Any] | None:
+        """POST JSON; retry network errors and 5xx, give up quietly on 4xx. The reply's JSON object when
+        accepted ({} when the reply is not one), None when not accepted."""
         request = urllib.request.Request(
             self.base + path, data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token}"},
         )
         for attempt in range(1, attempts + 1):
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout):
-                    return True
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    try:
+                        reply = json.loads(response.read(1 << 16))
+                    except ValueError:
+                        return {}
+                    return reply if isinstance(reply, dict) else {}
             except urllib.error.HTTPError as err:
                 detail = err.read(500).decode(errors="replace")
                 if err.code < 500:
                     log.error("control plane refused %s (HTTP %d): %s", path, err.code, detail)
-                    return False
+                    return None
                 log.warning("control plane %s failed (HTTP %d, attempt %d/%d)", path, err.code, attempt, attempts)
             except (OSError, TimeoutError) as err:  # URLError is an OSError
                 log.warning("control plane %s unreachable (attempt %d/%d): %s", path, attempt, attempts, err)
             if attempt < attempts:
                 time.sleep(self.retry_delay * attempt)
-        return False
+        return None

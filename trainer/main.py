@@ -18,6 +18,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 
 from trainer.config import ConfigError, RunConfig, load  # noqa: E402
+from trainer.exit_codes import ExitCode  # noqa: E402
 from trainer.preflight import preflight  # noqa: E402
 
 logger = logging.getLogger("trainer")
@@ -51,27 +52,38 @@ def main(argv: list[str] | None = None) -> int:
         check_locations(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
 
+    return run(cfg, args)
+
+
+def run(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """Join the process group and train. A crash in our code raises (ExitCode.CRASH, with its traceback);
+    a collective that fails because a peer vanished ends the process with ExitCode.PEER_LOST."""
     from trainer.data.loader import prepare_streaming_env
-    from trainer.distributed import init_distributed
+    from trainer.distributed import exit_peer_lost, init_distributed, is_peer_lost
     from trainer.loop import Trainer
 
-    dist = init_distributed(args.local_rank)
-    prepare_streaming_env()
+    dist = init_distributed(args.local_rank, cfg.engine.startup_timeout_s)
     try:
-        trainer = Trainer(cfg, dist, resume=args.resume)
-    except (ValueError, FileNotFoundError) as err:  # bad data locations, weights, tokenizer: one line each
-        logger.debug("set-up failed", exc_info=True)
-        print(f"error (rank {dist.rank}): {err}", file=sys.stderr)
-        return 2
-    try:
-        result = trainer.train()
-    finally:
-        trainer.close()
+        prepare_streaming_env()
+        try:
+            trainer = Trainer(cfg, dist, resume=args.resume)
+        except (ValueError, FileNotFoundError) as err:  # bad data locations, weights, tokenizer: one line each
+            logger.debug("set-up failed", exc_info=True)
+            print(f"error (rank {dist.rank}): {err}", file=sys.stderr)
+            return ExitCode.CONFIG
+        try:
+            result = trainer.train()
+        finally:
+            trainer.close()
+    except Exception as err:
+        if not is_peer_lost(err):
+            raise
+        exit_peer_lost(err, dist.peers)
     if result:
         logger.info("final retrieval: %s", " ".join(f"{k}={v:.2f}" for k, v in result.items() if not k.startswith("itc_")))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

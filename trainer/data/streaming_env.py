@@ -6,15 +6,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
 
 import torch.distributed as dist
 from streaming.base import distributed as streaming_dist
 from streaming.base.constant import SHM_TO_CLEAN
 
+from trainer.shared_memory import remove_unmapped
+
 logger = logging.getLogger(__name__)
 
-SHM_DIR = Path("/dev/shm")
 STREAMING_SEGMENT = re.compile(r"\d{6}_(?:" + "|".join(map(re.escape, SHM_TO_CLEAN)) + ")")
 """streaming names its segments '<6-digit prefix>_<name>'."""
 
@@ -49,21 +49,7 @@ def remove_stale_shared_memory() -> list[str]:
     attached mapped until its process exits, so a stale segment that another live streaming process
     scanned is kept (it then only costs a prefix, unless that run shares our cache directory).
     """
-    if not SHM_DIR.is_dir():
-        return []
-    segments = [p.name for p in SHM_DIR.iterdir() if STREAMING_SEGMENT.fullmatch(p.name)]
-    if not segments:
-        return []
-    mapped: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            mapped.update(re.findall(r"/dev/shm/(\S+)", maps.read_text()))
-        except OSError:  # the process ended, or is not ours to read
-            continue
-    stale = [name for name in segments if name not in mapped]
-    for name in stale:
-        (SHM_DIR / name).unlink(missing_ok=True)
-    return stale
+    return remove_unmapped(STREAMING_SEGMENT)
 
 
 def check_world(rank: int, world_size: int) -> None:
