@@ -86,8 +86,8 @@ def load_vision_weights(encoder: nn.Module, init: str) -> LoadReport:
 
     if is_official(state):
         raise WeightLoadError(
-            f"vision init {init!r}: this is an official TCL/ALBEF checkpoint (visual_encoder.*, text_encoder.*):"
-            " use model.init, which reads the whole model from it"
+            f"vision init {init!r}: this is an official TCL/ALBEF checkpoint: use model.init"
+            " (it reads the whole model: encoders, momentum copies, queues, temperature)"
         )
     if "pos_embed" in state and state["pos_embed"].shape != encoder.pos_embed.shape:
         state = dict(state)
