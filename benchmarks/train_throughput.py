@@ -35,7 +35,7 @@ from torch import Tensor
 
 from trainer.flops import H100_SXM_BF16_FLOPS, flops_per_sample, mfu
 from trainer import kernels
-from trainer.config import RunConfig, load
+from trainer.config import RunConfig, load, resolve_batch
 from trainer.data.augment_params import draw_view_params
 from trainer.data.device_augment import DeviceAugment
 from trainer.distributed import DistInfo, init_distributed
@@ -49,8 +49,11 @@ VARIANTS: dict[str, list[str]] = {
 }
 """Variant name -> config overrides. 'eager' is our plain implementation without the fused kernels
 (the in-process baseline); 'fused' takes the Triton kernels (on a GPU)."""
-BENCHMARK_OVERRIDES = ["model.vision.init=null", "model.text.init=null", "log.metrics_port=null"]
-"""Random weights (the speed does not depend on them; the GPU machine has no internet) and no exporter."""
+BENCHMARK_OVERRIDES = [
+    "model.vision.init=null", "model.text.init=null", "log.metrics_port=null", "data.global_batch_size=null",
+]
+"""Random weights (the speed does not depend on them; the GPU machine has no internet), no exporter, and
+no gradient accumulation (a timed step is one micro-batch per rank)."""
 BERT_SPECIAL = SpecialTokens(pad=0, cls=101, mask=103)
 """bert-base-uncased's ids, for synthetic captions (no tokenizer needed)."""
 PHASES = ("augment", "ema", "momentum", "forward", "backward", "optimizer", "queue")
@@ -168,7 +171,8 @@ def run_variant(
     kernels.set_fused(cfg.engine.fused_kernels)
     torch.manual_seed(cfg.seed)
     model, teacher, queues = build_model(cfg)
-    engine = build_engine(model, cfg, total_steps=warmup + steps, device=device)
+    plan = resolve_batch(cfg, dist.world_size)
+    engine = build_engine(model, cfg, plan=plan, total_steps=warmup + steps, device=device)
     timer = PhaseTimer(device)
     train_step = TrainStep(
         cfg,
@@ -176,7 +180,7 @@ def run_variant(
         Timed(teacher.to(device), timer, {"update": "ema", "__call__": "momentum"}),
         Timed(queues.to(device), timer, {"enqueue": "queue"}),
         Timed(DeviceAugment(cfg.data.augment).to(device), timer, {"__call__": "augment"}),
-        tokens, device, dist.rank,
+        tokens, device, dist.rank, plan=plan,
     )
     engine.train()
     alpha = cfg.loss.alpha  # the steady state after the ramp: the distillation paths run

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from trainer import kernels
 from trainer.checkpoint import Checkpointer, ResumePlan
-from trainer.config import RunConfig, dump
+from trainer.config import RunConfig, dump, resolve_batch
 from trainer.control_plane import ControlPlane
 from trainer.data.device_augment import DeviceAugment
 from trainer.data.loader import build_eval_data, build_train_loader
@@ -52,22 +52,27 @@ class Trainer:
                 f"tokenizer {cfg.model.text.tokenizer!r} has {len(self.tokenizer)} tokens but"
                 f" model.text.vocab_size is {cfg.model.text.vocab_size}"
             )
+        self.plan = resolve_batch(cfg, dist.world_size)
+        logger.info(
+            "global batch %d = %d per micro-batch x %d ranks x %d accumulation steps",
+            self.plan.global_batch, self.plan.micro, self.plan.world, self.plan.accum,
+        )
         self.loader = build_train_loader(cfg, rank=dist.rank, world_size=dist.world_size, tokenizer=self.tokenizer)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"data.train {cfg.data.train!r} gives no full batch of {cfg.data.batch_size} per rank")
+            raise ValueError(f"data.train {cfg.data.train!r} gives no full batch of {self.plan.loader_batch} per rank")
         self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
 
         self.flops_per_sample = flops_per_sample(cfg).total
         model, teacher, queues = build_model(cfg)
         logger.info("model: %.1fM trainable parameters", count_parameters(model) / 1e6)
-        self.engine = build_engine(model, cfg, total_steps=self.total_steps, device=self.device)
+        self.engine = build_engine(model, cfg, plan=self.plan, total_steps=self.total_steps, device=self.device)
         self.teacher = teacher.to(self.device)
         self.queues = queues.to(self.device)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.engine.precision == "bf16")
         self.train_step = TrainStep(
             cfg, self.engine, self.teacher, self.queues, DeviceAugment(cfg.data.augment).to(self.device),
-            SpecialTokens.of(self.tokenizer), self.device, dist.rank,
+            SpecialTokens.of(self.tokenizer), self.device, dist.rank, plan=self.plan,
         )
         self.eval_data = build_eval_data(split_config(cfg)) if cfg.data.eval else None
         tracking = Tracking.open(cfg, self.out) if dist.is_main else None
@@ -157,7 +162,7 @@ class Trainer:
         record = {
             "kind": "train", "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
             "losses": losses, "lr": self.engine.get_lr()[0], "temp": float(self.engine.module.clamped_temp().detach()),
-            "alpha": alpha, "samples_per_sec": steps * self.cfg.data.batch_size * self.dist.world_size / elapsed,
+            "alpha": alpha, "samples_per_sec": steps * self.plan.global_batch / elapsed,
             "data_wait_frac": data_wait / elapsed, "step_time": elapsed / steps, "time": time.time(),
         }
         gpu_memory = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trainer.config.base import Section
 
@@ -37,6 +37,9 @@ class DataConfig(Section):
     None keeps every downloaded shard."""
     batch_size: int = Field(64, ge=1)
     """Per-rank micro-batch."""
+    global_batch_size: int | None = Field(None, ge=1)
+    """Samples per optimizer step over all ranks; None = batch_size x ranks (no accumulation). Else each
+    rank accumulates global / (batch_size x ranks) micro-batches, which must be a whole number."""
     num_workers: int = Field(8, ge=0)
     prefetch_factor: int = Field(2, ge=1)
     max_words: int = Field(30, ge=1)
@@ -48,3 +51,12 @@ class DataConfig(Section):
     """Pad every caption to max_tokens (static shapes) instead of to the longest in the batch."""
     shuffle: bool = True
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _check_global_batch(self) -> DataConfig:
+        # The world size is known only at launch (trainer.config.batch.resolve_batch); this holds for any.
+        if self.global_batch_size is not None and self.global_batch_size % self.batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of batch_size {self.batch_size}"
+            )
+        return self

@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trainer.config.base import Section
+
+GENERATED_DEEPSPEED_KEYS = {
+    "train_batch_size": "data.global_batch_size",
+    "train_micro_batch_size_per_gpu": "data.batch_size",
+    "gradient_accumulation_steps": "data.global_batch_size",
+    "elasticity": "data.global_batch_size",
+    "bf16": "engine.precision",
+    "bfloat16": "engine.precision",
+    "fp16": "engine.precision",
+    "amp": "engine.precision",
+    "torch_autocast": "engine.precision",
+    "zero_optimization.stage": "engine.zero_stage",
+    "zero_optimization.reduce_bucket_size": "engine.reduce_bucket_size",
+    "zero_optimization.allgather_bucket_size": "engine.allgather_bucket_size",
+    "zero_optimization.overlap_comm": "engine.overlap_comm",
+    "zero_optimization.contiguous_gradients": "engine.contiguous_gradients",
+    "gradient_clipping": "optim.grad_clip",
+    "optimizer": "optim.* (the trainer passes a torch AdamW built from it)",
+    "scheduler": "optim.* (warm-up and cosine, stepped by the trainer's schedule)",
+    "zero_allow_untested_optimizer": "optim.* (required for the torch AdamW the trainer passes)",
+    "compile": "engine.compile",
+    "checkpoint.use_node_local_storage": "checkpoint.storage",
+    "checkpoint.load_universal": "checkpoint.load_universal",
+}
+"""DeepSpeed config keys the trainer generates from the RunConfig (dotted) -> the RunConfig key to set
+instead. An engine.deepspeed entry at or under one of them is refused: one setting, one place."""
+
+
+def refused_deepspeed_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """The dotted keys of `tree` that are, or lie under, a generated key -> the RunConfig key to set."""
+    refused = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if dotted in GENERATED_DEEPSPEED_KEYS:
+            refused[dotted] = GENERATED_DEEPSPEED_KEYS[dotted]
+        elif isinstance(value, dict):
+            refused |= refused_deepspeed_keys(value, f"{dotted}.")
+        else:  # a section given as a value (zero_optimization: 2, DeepSpeed's legacy form) sets what it holds
+            owners = [owner for name, owner in GENERATED_DEEPSPEED_KEYS.items() if name.startswith(f"{dotted}.")]
+            if owners:
+                refused[dotted] = owners[0]
+    return refused
 
 
 class EngineConfig(Section):
@@ -34,3 +76,16 @@ class EngineConfig(Section):
     """After SIGTERM (or the API's cancel), how long a rank may take to reach the next step boundary;
     one blocked longer (in a collective) exits ExitCode.STOP_UNCLEAN without a checkpoint. Below the
     launcher's kill delay (30 s for torchrun and the deepspeed launcher)."""
+    deepspeed: dict[str, Any] = {}
+    """DeepSpeed config entries merged (recursively) over the generated config: offload, the monitor,
+    the comms logger... Keys the RunConfig already sets (batch sizes, precision, ZeRO stage and
+    buckets, clipping, optimizer, scheduler) are refused, naming the key to set instead."""
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _check_deepspeed(cls, tree: dict[str, Any]) -> dict[str, Any]:
+        refused = [f"{key} is generated from the RunConfig: set {owner} instead"
+                   for key, owner in refused_deepspeed_keys(tree).items()]
+        if refused:
+            raise ValueError("; ".join(refused))
+        return tree

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from trainer.config import RunConfig
+from trainer.config import RunConfig, resolve_batch
 from trainer.data.dataset import EvalImages, PretrainDataset, RetrievalData, check_columns, flatten_captions
 from trainer.data.streaming_env import check_world, prepare_streaming_env
 from trainer.data.tokenizer import load_tokenizer
@@ -82,20 +82,22 @@ class TrainLoader(StreamingDataLoader):
 def build_train_loader(
     cfg: RunConfig, *, rank: int, world_size: int, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> StreamingDataLoader:
-    """This rank's loader over cfg.data.train: per-rank batches of cfg.data.batch_size, shuffled with
-    cfg.seed, last partial batch dropped; state_dict()/load_state_dict() resume mid-epoch."""
+    """This rank's loader over cfg.data.train: per-rank batches of all the rank's micro-batches of an
+    optimizer step (batch_size x accumulation steps; trainer.step splits them), shuffled with cfg.seed,
+    last partial batch dropped; state_dict()/load_state_dict() resume mid-epoch."""
     check_world(rank, world_size)
     data = cfg.data
+    batch_size = resolve_batch(cfg, world_size).loader_batch
     local, remote = split_location(data.train, data.cache_dir, "train")
     dataset = PretrainDataset(
         local=local, remote=remote, aug=data.augment, img_size=cfg.model.vision.img_size, max_words=data.max_words,
-        seed=cfg.seed, batch_size=data.batch_size, shuffle=data.shuffle,
+        seed=cfg.seed, batch_size=batch_size, shuffle=data.shuffle,
         cache_limit=data.cache_limit if remote else None,
     )
     collate = Collate(tokenizer or load_tokenizer(cfg.model.text.tokenizer), data.max_tokens, data.fixed_length)
     logger.info("train data %s: %d samples, %d per rank per epoch", data.train, dataset.num_samples, len(dataset))
     return TrainLoader(
-        dataset, batch_size=data.batch_size, num_workers=data.num_workers, collate_fn=collate, drop_last=True,
+        dataset, batch_size=batch_size, num_workers=data.num_workers, collate_fn=collate, drop_last=True,
         pin_memory=torch.cuda.is_available(), prefetch_factor=data.prefetch_factor if data.num_workers else None,
     )
 

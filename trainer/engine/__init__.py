@@ -7,15 +7,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.config import RunConfig
+from trainer.config import BatchPlan, RunConfig
 from trainer.engine.ds_config import build_ds_config
 from trainer.engine.optimizer import build_optimizer, decays
 from trainer.engine.schedule import distill_alpha, learning_rate
 
 
-def build_engine(model: nn.Module, cfg: RunConfig, *, total_steps: int, device: torch.device) -> Any:
-    """deepspeed.initialize with ZeRO, bf16 or fp32, a torch AdamW (fused on GPU) and the per-step
-    warm-up + cosine schedule (a LambdaLR that DeepSpeed steps and checkpoints)."""
+def build_engine(
+    model: nn.Module, cfg: RunConfig, *, plan: BatchPlan, total_steps: int, device: torch.device
+) -> Any:
+    """deepspeed.initialize with ZeRO, bf16 or fp32, the plan's micro-batch and accumulation, a torch
+    AdamW (fused on GPU) and the warm-up + cosine schedule (a LambdaLR that DeepSpeed steps once per
+    optimizer step, at the accumulation boundary, and checkpoints)."""
     import deepspeed
 
     model.to(device)
@@ -24,7 +27,7 @@ def build_engine(model: nn.Module, cfg: RunConfig, *, total_steps: int, device: 
         optimizer, lambda step: learning_rate(step, total_steps, cfg.optim) / cfg.optim.lr
     )
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=build_ds_config(cfg)
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=build_ds_config(cfg, plan)
     )
     return engine
 

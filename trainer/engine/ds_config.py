@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.config import RunConfig
+from trainer.config import BatchPlan, RunConfig
+from trainer.config.run import merge
 
 
-def build_ds_config(cfg: RunConfig) -> dict[str, Any]:
-    """Micro-batch, clipping, ZeRO stage and buckets, precision. The optimizer and the LR schedule are
-    passed to deepspeed.initialize as objects (torch AdamW, fused on GPU), so none appear here."""
+def build_ds_config(cfg: RunConfig, plan: BatchPlan) -> dict[str, Any]:
+    """Batch sizes and accumulation (from the plan), clipping, ZeRO stage and buckets, precision, then the
+    user's engine.deepspeed merged over them (validated in the config: it cannot restate these keys).
+    The optimizer and the LR schedule are passed to deepspeed.initialize as objects (torch AdamW, fused
+    on GPU), so none appear here."""
     e = cfg.engine
-    return {
-        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
-        "gradient_accumulation_steps": 1,
+    generated = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro,
+        "gradient_accumulation_steps": plan.accum,
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": {
             "stage": e.zero_stage,
@@ -31,3 +35,4 @@ def build_ds_config(cfg: RunConfig) -> dict[str, Any]:
             "load_universal": cfg.checkpoint.load_universal,
         },
     }
+    return merge(generated, e.deepspeed)
