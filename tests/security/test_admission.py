@@ -15,6 +15,7 @@ from api.admission import AdmissionError, admit
 from api.schemas import Resources
 from api.settings import Settings
 from tests.api.conftest import OPERATOR_TOKEN, ApiServer, _kill_leftover_runs
+from tests.s3_server import start_moto_server
 from tests.security.untrusted_datasets import pickle_split
 from trainer.config import load
 from trainer.main import main as trainer_main
@@ -23,9 +24,10 @@ pytestmark = pytest.mark.timeout(120)
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
-def _serve(root: Path, **settings: str) -> ApiServer:
+def _serve(root: Path, env: dict[str, str] | None = None, **settings: str) -> ApiServer:
+    """An API with these TCL_API_* settings and other environment variables."""
     (root / "data").mkdir(parents=True)
-    return ApiServer(root, {f"TCL_API_{k.upper()}": v for k, v in settings.items()}).start()
+    return ApiServer(root, {**{f"TCL_API_{k.upper()}": v for k, v in settings.items()}, **(env or {})}).start()
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,26 @@ def test_the_local_launcher_refuses_what_this_host_cannot_run(tmp_path: Path) ->
             assert client.get("/v1/runs").json()["total"] == 0
     finally:
         api.stop()
+
+
+def test_s3_splits_are_checked_through_the_endpoint_when_asked(tmp_path: Path) -> None:
+    """With TCL_API_S3_CHECK_INDEX the API reads an s3:// split's index.json as it reads a local one."""
+    split = pickle_split(tmp_path / "pickled", marker := tmp_path / "pwned")
+    with start_moto_server() as s3:
+        s3.create_bucket("allowed")
+        for file in split.rglob("*"):
+            s3.client().upload_file(str(file), "allowed", f"pickled/{file.relative_to(split)}")
+        api = _serve(tmp_path / "api", env=s3.env, s3_check_index="true")
+        try:
+            status, body = post(api, ["data.train=s3://allowed/pickled", "data.eval=s3://allowed/nothing"])
+        finally:
+            api.stop()
+    assert status == 422
+    assert body["detail"].splitlines() == [
+        "data.train: shard shard.00000.mds: column 'caption' is encoded as 'pkl', expected 'json'",
+        "data.eval: no MDS dataset at 's3://allowed/nothing' (missing s3://allowed/nothing/index.json)",
+    ]
+    assert not marker.exists()
 
 
 def test_kubernetes_runs_are_held_to_the_configured_caps(tmp_path: Path) -> None:
