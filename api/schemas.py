@@ -15,6 +15,11 @@ BIG = 2**62
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]{1,64}$")]
 Metrics = Annotated[dict[MetricName, float | None], Field(max_length=256)]
 """Scalar metrics by name; null stands for a non-finite value (a diverged loss)."""
+Tracking = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[a-z]{1,32}$")], Annotated[str, Field(max_length=2048)]], Field(max_length=8)
+]
+"""Tracker -> where it shows the run: `{"mlflow": "http://mlflow:5000/#/experiments/1/runs/ab12",
+"tensorboard": "/runs/x/tensorboard"}` (trainer.tracking)."""
 
 
 class Schema(BaseModel):
@@ -124,6 +129,8 @@ class RunPublic(Schema):
     latest_checkpoint: CheckpointPublic | None
     best_checkpoint_id: str | None
     config: dict[str, Any]
+    tracking: dict[str, str] = {}
+    """Where the run is tracked (log.trackers): the MLflow run URL, the TensorBoard logdir, the W&B run."""
 
 
 class RunList(Schema):
@@ -139,6 +146,8 @@ class Heartbeat(Schema):
     epoch: float | None = Field(None, ge=0)
     samples_per_sec: float | None = Field(None, ge=0)
     metrics: Metrics = {}
+    tracking: Tracking | None = None
+    """Where the run is tracked; sent once per attempt, kept until an attempt sends another."""
 
 
 class HeartbeatReply(Schema):

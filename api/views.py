@@ -41,4 +41,5 @@ def run_public(row: RunRow, latest: CheckpointRow | None) -> RunPublic:
         finished_at=row.finished_at, updated_at=row.updated_at, progress=progress,
         latest_checkpoint=None if latest is None else checkpoint_public(latest, row.best_checkpoint_id),
         best_checkpoint_id=row.best_checkpoint_id, config=yaml.safe_load(row.config_yaml),
+        tracking=row.tracking or {},
     )

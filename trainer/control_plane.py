@@ -73,6 +73,7 @@ class ControlPlane:
         self._token = token
         self.timeout = timeout
         self.retry_delay = retry_delay
+        self._tracking: dict[str, str] | None = None
 
     def __repr__(self) -> str:  # never show the token
         return f"ControlPlane({self.base!r})"
@@ -97,8 +98,15 @@ class ControlPlane:
             "step": step, "total_steps": total_steps, "epoch": epoch,
             "samples_per_sec": samples_per_sec, "metrics": _finite_or_none(metrics),
         }
+        if self._tracking is not None:
+            body["tracking"], self._tracking = self._tracking, None
         reply = self._post("/heartbeat", body, attempts=1)
         return reply is not None and reply.get("cancel_requested") is True
+
+    def report_tracking(self, locations: Mapping[str, str]) -> None:
+        """Send where the run is tracked (trainer.tracking: tracker -> URL or folder) with the next heartbeat,
+        once; values are cut to the API's 2048 characters so the heartbeat is never refused for them."""
+        self._tracking = {name: where[:2048] for name, where in locations.items()} or None
 
     def register_checkpoint(
         self, path: Path, step: int, metrics: Mapping[str, float], uri: str | None = None

@@ -79,6 +79,8 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main, tracking=tracking)
         self.exporter = PrometheusExporter(cfg.log.metrics_port, dist.local_rank, dist.rank)
         self.control_plane = ControlPlane.from_env() if dist.is_main else None
+        if self.control_plane is not None and tracking is not None:
+            self.control_plane.report_tracking(tracking.locations)
         self.step = 0
         self.epoch = 0
         self.last_eval: dict[str, float] = {}

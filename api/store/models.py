@@ -83,6 +83,8 @@ class RunRow(Base):
     """Step and time of the attempt's first heartbeat: the base of the ETA."""
     rate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     best_checkpoint_id: Mapped[str | None] = mapped_column(String(32))
+    tracking: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    """Tracker -> where it shows the run, as the trainer last reported it."""
 
 
 class CheckpointRow(Base):

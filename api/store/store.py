@@ -196,6 +196,8 @@ class Store:
                 "rate_step": case((RunRow.rate_at.is_(None), beat.step), else_=RunRow.rate_step),
                 "rate_at": func.coalesce(RunRow.rate_at, now),
             }
+            if beat.tracking is not None:
+                progress["tracking"] = dict(beat.tracking)
             try:
                 _compare_and_set(session, run_id, {RunState.RUNNING, RunState.CANCELLING}, progress,
                                  ": it takes no heartbeats", RunRow.token_hash == token_hash)

@@ -38,7 +38,7 @@ def checkpoint(uri: str, step: int, digest: str = "a" * 64, size: int = 10) -> C
 def test_migrations_create_exactly_the_models(store: Store) -> None:
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert MigrationContext.configure(connection).get_current_revision() == "0002"
+        assert MigrationContext.configure(connection).get_current_revision() == "0003"
 
 
 @pytest.mark.parametrize("source", list(RunState))
