@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,3 +71,16 @@ def inside(path: str, root: str) -> str | None:
     """The symlink-free form of path if it lies under root (itself resolved), else None."""
     real = Path(os.path.realpath(path))
     return str(real) if real.is_relative_to(os.path.realpath(root)) else None
+
+
+def bounded_lines(file: BinaryIO, max_bytes: int) -> Iterator[bytes | int]:
+    """Each line (with its newline) of at most max_bytes plus the newline, or the length of a longer one, skipped
+    unread: a line-based source reads a file without newlines (2 GB on one line) in bounded memory."""
+    while line := file.readline(max_bytes + 1):
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            yield line
+            continue
+        length = len(line)
+        while (rest := file.readline(1 << 20)) and not rest.endswith(b"\n"):
+            length += len(rest)
+        yield length + len(rest.rstrip(b"\r\n"))

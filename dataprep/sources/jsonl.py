@@ -7,23 +7,11 @@ longer line (a 2 GB file without a newline) is rejected and skipped without bein
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from dataprep.jsonstream import BadRecord, parse_record
+from dataprep.limits import bounded_lines
 from dataprep.records import Item, RejectReason
 from dataprep.sources.base import SourceSpec, record_from_fields, require_file
-
-
-def bounded_lines(file: BinaryIO, max_bytes: int) -> Iterator[bytes | int]:
-    """Each line (without its newline) of at most max_bytes, or the length of a longer one (skipped unread)."""
-    while line := file.readline(max_bytes + 1):
-        if len(line) <= max_bytes or line.endswith(b"\n"):
-            yield line.rstrip(b"\r\n")
-            continue
-        length = len(line)
-        while (rest := file.readline(1 << 20)) and not rest.endswith(b"\n"):
-            length += len(rest)
-        yield length + len(rest.rstrip(b"\r\n"))
 
 
 def read(spec: SourceSpec) -> Iterator[Item]:
