@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +85,8 @@ class KubernetesLauncher(Launcher):
         self.s3_secret = s3_secret
         self.timeout = {"_request_timeout": request_timeout}
         """Given to every call: a Kubernetes API that stops answering must not stall the supervisor."""
+        self._logs: dict[tuple[str, str], PodLog] = {}
+        """(namespace, pod) -> what has been read of its log."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesLauncher:
@@ -218,6 +224,8 @@ class KubernetesLauncher(Launcher):
 
     def release(self, run_id: str, handle: str) -> None:
         ref = JobRef.loads(handle)
+        for key in [k for k in self._logs if k[0] == ref.namespace and k[1].startswith(ref.name + "-")]:
+            del self._logs[key]
         try:
             self.core.delete_namespaced_secret(ref.secret, ref.namespace, **self.timeout)
         except ApiException as err:
@@ -225,7 +233,8 @@ class KubernetesLauncher(Launcher):
                 raise
 
     def read_log(self, run_id: str, handle: str | None, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
-        """The log of the attempt's first pod (node rank 0 sorts first by name)."""
+        """The log of the attempt's first pod (node rank 0 sorts first by name), read incrementally: each
+        call downloads only the lines written since the previous one (see PodLog)."""
         if handle is None:
             return b"", max(offset, 0)
         ref = JobRef.loads(handle)
@@ -234,15 +243,71 @@ class KubernetesLauncher(Launcher):
         if not pods:
             return b"", max(offset, 0)
         first = min(pods, key=lambda pod: pod.metadata.name)
+        log = self._logs.setdefault((ref.namespace, first.metadata.name), PodLog())
         try:
-            text = self.core.read_namespaced_pod_log(first.metadata.name, ref.namespace, _preload_content=False,
-                                                     **self.timeout).data
+            log.fetch(lambda **query: self.core.read_namespaced_pod_log(  # type: ignore[no-any-return]
+                first.metadata.name, ref.namespace, timestamps=True, _preload_content=False, **query,
+                **self.timeout).data)
         except ApiException as err:
-            if err.status in (400, 404):  # container not started yet, or pod gone
-                return b"", max(offset, 0)
-            raise
-        start = max(0, len(text) + offset) if offset < 0 else min(offset, len(text))
-        data = text[start:start + limit]
+            if err.status not in (400, 404):  # 400/404: container not started yet, or pod gone
+                raise
+        return log.read(offset, limit)
+
+
+_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z $")
+
+
+def _stamp_key(stamp: bytes) -> bytes | None:
+    """A kubelet timestamp (RFC3339Nano, trailing zeros dropped) in a form that sorts as time does."""
+    match = _STAMP.match(stamp + b" ")
+    return None if match is None else match[1] + b"." + (match[2] or b"").ljust(9, b"0")
+
+
+class PodLog:
+    """What this API has read of one pod's log: the last MAX_BYTES of it, its byte offset, and the kubelet's
+    timestamp of the last line. A fetch asks only for the lines since the previous fetch (sinceSeconds, from
+    the API's own clock, with an overlap that the timestamps de-duplicate), the first one for the last
+    FIRST_LINES lines: a followed log is never downloaded again from its start."""
+
+    FIRST_LINES = 10_000
+    OVERLAP_SECONDS = 5
+    MAX_BYTES = 4 << 20
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.base = 0
+        self.last: bytes | None = None
+        self.fetched_at: float | None = None
+
+    def fetch(self, read: Callable[..., bytes]) -> None:
+        now = time.monotonic()
+        if self.fetched_at is None:
+            query = {"tail_lines": self.FIRST_LINES}
+        else:
+            query = {"since_seconds": math.ceil(now - self.fetched_at) + self.OVERLAP_SECONDS}
+        text = read(**query)
+        self.fetched_at = now
+        previous = self.last  # the overlap with the previous fetch is dropped; this fetch's lines all count
+        for line in text.splitlines(keepends=True):
+            stamp, _, rest = line.partition(b" ")
+            key = _stamp_key(stamp)
+            if key is None:  # not a timestamped line: keep it whole
+                self.data += line
+                continue
+            if previous is not None and key <= previous:
+                continue
+            self.data += rest
+            self.last = key
+        if len(self.data) > self.MAX_BYTES:
+            drop = len(self.data) - self.MAX_BYTES
+            del self.data[:drop]
+            self.base += drop
+
+    def read(self, offset: int, limit: int) -> tuple[bytes, int]:
+        """Up to `limit` bytes from `offset` (negative: from the end), within what is kept."""
+        end = self.base + len(self.data)
+        start = max(self.base, end + offset) if offset < 0 else min(max(offset, self.base), end)
+        data = bytes(self.data[start - self.base:start - self.base + limit])
         return data, start + len(data)
 
 

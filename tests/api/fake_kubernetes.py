@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ import yaml
 # /api/v1/namespaces/ns/configmaps[/name[/status|/log]] or /apis/group/version/namespaces/ns/plural[...]
 _PATH = re.compile(r"^(?P<collection>/apis?/(?:[^/]+/)?[^/]+/namespaces/[^/]+/[^/]+)"
                    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?$")
+
+
+def _rfc3339(t: float) -> str:
+    """As the kubelet writes it (RFC3339Nano: trailing zeros of the fraction dropped)."""
+    whole = datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{round((t % 1) * 1e9):09d}".rstrip("0")
+    return f"{whole}{'.' + fraction if fraction else ''}Z"
 
 
 @dataclass
@@ -40,8 +48,10 @@ class FakeKubernetes:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Object path (collection/name) -> the object as created, plus any status set by the test."""
     requests: list[Request] = field(default_factory=list)
-    logs: dict[str, str] = field(default_factory=dict)
-    """Pod name -> its log text."""
+    logs: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    """Pod name -> its log lines with the time each was written."""
+    log_bytes_served: int = 0
+    """Bytes of pod logs answered so far (what a reader downloads)."""
     linger_on_delete: bool = False
     """Keep an object deleted with a grace period (its pods 'terminating') until a delete with grace 0."""
     answer_after: float = 0.0
@@ -82,7 +92,23 @@ class FakeKubernetes:
             self.objects[f"/api/v1/namespaces/{namespace}/pods/{name}"] = {
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
                 "spec": {"containers": [{"name": "trainer", "image": "x"}]}}
-            self.logs[name] = log
+        self.append_log(name, log)
+
+    def append_log(self, pod: str, text: str, age_seconds: float = 0.0) -> None:
+        """Lines written `age_seconds` ago (now by default)."""
+        written = time.time() - age_seconds
+        with self.lock:
+            self.logs.setdefault(pod, []).extend((written, line) for line in text.splitlines(keepends=True))
+
+    def log_text(self, pod: str, query: dict[str, list[str]]) -> str:
+        """The log as the kubelet serves it: sinceSeconds, tailLines and timestamps (RFC 3339, nanoseconds)."""
+        lines = self.logs[pod]
+        if "sinceSeconds" in query:
+            lines = [(t, line) for t, line in lines if t >= time.time() - int(query["sinceSeconds"][0])]
+        if "tailLines" in query:
+            lines = lines[-int(query["tailLines"][0]):]
+        stamped = query.get("timestamps") == ["true"]
+        return "".join(f"{_rfc3339(t)} {line}" if stamped else line for t, line in lines)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -130,7 +156,9 @@ class FakeKubernetes:
                     self._reply(200, {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})
                 elif sub == "log":
                     if name in fake.logs:
-                        self._reply(200, fake.logs[name], "text/plain")
+                        text = fake.log_text(name, query)
+                        fake.log_bytes_served += len(text.encode())
+                        self._reply(200, text, "text/plain")
                     else:
                         self._status(404, "NotFound", f"pod {name} not found")
                 elif f"{collection}/{name}" in fake.objects:

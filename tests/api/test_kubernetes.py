@@ -125,6 +125,25 @@ def test_the_log_is_the_first_pods(fake: FakeKubernetes, tmp_path: Path) -> None
     assert launcher.read_log(RUN_ID, None, 0) == (b"", 0)
 
 
+def test_a_followed_log_is_read_once_not_downloaded_at_every_poll(fake: FakeKubernetes, tmp_path: Path) -> None:
+    launcher = make_launcher(fake, tmp_path, "pytorchjob")
+    handle = launcher.launch(launch_request(launcher, Resources(gpus_per_proc=1)))
+    pod = f"{JOB}-master-0"
+    fake.add_pod("tcl", pod, {"app.kubernetes.io/instance": JOB}, "")
+    fake.append_log(pod, "".join(f"old line {i}\n" for i in range(2000)), age_seconds=3600)
+    data, offset = launcher.read_log(RUN_ID, handle, 0)
+    written, first_read = data, fake.log_bytes_served
+    for poll in range(20):  # the API's follow loop: read from the end of what it has, again and again
+        fake.append_log(pod, f"new line {poll}\n")
+        chunk, offset = launcher.read_log(RUN_ID, handle, offset)
+        written += chunk
+    expected = "".join(line for _, line in fake.logs[pod]).encode()
+    assert written == expected and offset == len(expected)
+    # The first read brought the log; the 20 polls together a fraction of it (their last seconds), not 20 logs.
+    assert fake.log_bytes_served - first_read < first_read / 4
+    assert launcher.read_log(RUN_ID, handle, -14) == (expected[-14:], len(expected))
+
+
 def test_runs_the_renderer_refuses_are_refused_before_launch(fake: FakeKubernetes, tmp_path: Path) -> None:
     launcher = make_launcher(fake, tmp_path, "indexed-job")
     placed = f"output_dir={launcher.placement(RUN_ID)['output_dir']}"
