@@ -72,10 +72,11 @@ def split_micro_batches(batch: dict[str, Tensor], accum: int, widths: list[int])
         }
 
 
-def micro_widths(attention_mask: Tensor, accum: int) -> list[int]:
-    """The longest caption of each micro-batch, from the loader's CPU mask (no device synchronisation)."""
-    if accum == 1:
-        return [attention_mask.shape[1]]
+def micro_widths(attention_mask: Tensor, accum: int, fixed_length: bool) -> list[int]:
+    """The token width of each micro-batch: its longest caption, from the loader's CPU mask (no device
+    synchronisation), or the loader's width when it pads every caption to the same length."""
+    if accum == 1 or fixed_length:
+        return [attention_mask.shape[1]] * accum
     return [int(attention_mask[j::accum].sum(1).max()) for j in range(accum)]
 
 
@@ -94,7 +95,7 @@ class TrainStep:
 
     def __call__(self, batch: dict[str, Tensor], step: int, alpha: float) -> dict[str, Tensor]:
         accum = self.plan.accum
-        widths = micro_widths(batch["attention_mask"], accum)
+        widths = micro_widths(batch["attention_mask"], accum, self.cfg.data.fixed_length)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         self.teacher.update(self.engine.module, self.cfg.model.momentum)
         sums: dict[str, Tensor] = {}

@@ -95,10 +95,12 @@ def test_micro_batch_j_of_rank_r_holds_what_rank_micro_index_holds_without_accum
         assert len(set(union.tolist())) == plan.global_batch  # no sample twice within a global batch
 
 
-def test_split_equals_the_loader_collating_each_micro_batch_on_its_own() -> None:
-    """A micro-batch's captions are cut to its own longest one: what the loader gives a rank that
-    collates those rows alone (so the MLM masks and the text padding match)."""
-    collate = Collate(load_tokenizer("bert-base-uncased"), max_tokens=25, fixed_length=False)
+@pytest.mark.parametrize("fixed_length", [False, True])
+def test_split_equals_the_loader_collating_each_micro_batch_on_its_own(fixed_length: bool) -> None:
+    """A micro-batch's captions are cut to its own longest one (or kept at max_tokens with fixed_length):
+    what the loader gives a rank that collates those rows alone (so the MLM masks and the text padding
+    match)."""
+    collate = Collate(load_tokenizer("bert-base-uncased"), max_tokens=25, fixed_length=fixed_length)
     captions = ["a dog", "a very long caption about a cat sitting on a red mat in the sun", "two birds",
                 "the sea", "a man riding a horse along a beach", "snow"]
     samples = [
@@ -108,12 +110,13 @@ def test_split_equals_the_loader_collating_each_micro_batch_on_its_own() -> None
     ]
     batch = collate(samples)
     accum = 3
-    micros = list(split_micro_batches(batch, accum, micro_widths(batch["attention_mask"], accum)))
+    micros = list(split_micro_batches(batch, accum, micro_widths(batch["attention_mask"], accum, fixed_length)))
     assert len(micros) == accum
     for j, micro in enumerate(micros):
         alone = collate(samples[j::accum])
         assert micro.keys() == {"image_u8", "aug_params", "input_ids", "attention_mask"}
         for key in micro:
             assert torch.equal(micro[key], alone[key]), (j, key)
-    assert micros[0]["input_ids"].shape[1] < batch["input_ids"].shape[1]  # the long caption is in micro 1
-    assert next(split_micro_batches(batch, 1, micro_widths(batch["attention_mask"], 1))) is batch
+    widths = {micro["input_ids"].shape[1] for micro in micros}
+    assert (widths == {25}) if fixed_length else (len(widths) > 1)  # the long caption is in micro-batch 1 only
+    assert next(split_micro_batches(batch, 1, micro_widths(batch["attention_mask"], 1, fixed_length))) is batch
