@@ -187,7 +187,8 @@ class Fetcher:
             verdict = self._robots_verdict(parts.scheme, parts.netloc, host, url)
             if verdict is not None:
                 return RejectReason.OPTED_OUT, verdict
-        for attempt in range(self.config.retries + 1):
+        attempt = 0
+        while True:
             self.gate.enter(host)
             try:
                 outcome, retry_after = self._get(url)
@@ -200,7 +201,7 @@ class Fetcher:
                 delay = min(self.config.max_backoff, retry_after)
                 self.gate.pause(host, delay)
             time.sleep(delay)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def _get(self, url: str) -> tuple[Fetched | tuple[RejectReason, str], float | None]:
         """One request: (the image or why not, the Retry-After of a 429/503)."""
@@ -301,7 +302,6 @@ class _Parts:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
 
     def done(self) -> set[int]:
         names = [p.name for p in self.folder.iterdir() if not p.name.startswith(".")]

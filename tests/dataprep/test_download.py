@@ -26,7 +26,7 @@ from dataprep.records import Reject
 from dataprep.sources import SourceSpec, read_source
 
 REPO = Path(__file__).resolve().parents[2]
-SLOW_SECONDS = 3.0
+SLOW_SECONDS = 6.0
 
 
 def _image(n: int, fmt: str) -> bytes:
@@ -176,7 +176,7 @@ def _planted(base: dict[str, str]) -> tuple[list[str], int, Counter[str]]:
 
 def _config(out: Path, source: Path, **extra) -> DownloadConfig:
     fields = dict(out=str(out), source=SourceSpec(format="cc3m", path=str(source)), concurrency=16,
-                  per_host_connections=3, per_host_rate=100, timeout=0.5, retries=1, backoff=0.05, max_backoff=1.0,
+                  per_host_connections=3, per_host_rate=100, timeout=2.0, retries=1, backoff=0.05, max_backoff=1.0,
                   max_redirects=4, chunk_size=10) | extra
     return DownloadConfig.model_validate(fields)
 
@@ -231,7 +231,7 @@ def test_accepted_and_rejected_are_what_was_planted_and_the_shards_convert(hosts
 @pytest.mark.timeout(120)
 def test_sigkill_mid_download_then_rerun_gives_the_same_shards_fetching_nothing_twice(hosts, tmp_path: Path) -> None:
     base, state = hosts
-    lines, _, _ = _planted(base)
+    lines = [line for line in _planted(base)[0] if "/slow/" not in line]  # timeouts are the other test's
     source = tmp_path / "cc3m.tsv"
     source.write_text("\n".join(lines) + "\n")
     reference = tmp_path / "reference"
@@ -239,7 +239,7 @@ def test_sigkill_mid_download_then_rerun_gives_the_same_shards_fetching_nothing_
 
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "dataprep", "download", str(out), "--source", f"format=cc3m,path={source}",
-               "--concurrency", "16", "--per-host-connections", "3", "--per-host-rate", "8", "--timeout", "0.5",
+               "--concurrency", "16", "--per-host-connections", "3", "--per-host-rate", "8", "--timeout", "2",
                "--retries", "1", "--backoff", "0.05", "--chunk-size", "10"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
