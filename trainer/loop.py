@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from typing import Any
@@ -17,15 +16,18 @@ from trainer.config import RunConfig, dump, resolve_batch
 from trainer.control_plane import ControlPlane
 from trainer.data.device_augment import DeviceAugment
 from trainer.data.loader import build_eval_data, build_train_loader
+from trainer.data.sample_log import SampleLog
 from trainer.data.tokenizer import load_tokenizer
-from trainer.distributed import DistInfo, any_rank, barrier
+from trainer.distributed import DistInfo, any_rank, barrier, set_collective_timeout
 from trainer.engine import build_engine, distill_alpha
 from trainer.eval.retrieval import evaluate_split, split_config
+from trainer.exit_codes import ExitCode
 from trainer.flops import flops_per_sample, mfu
 from trainer.metrics import MetricsLog, PrometheusExporter, format_eval_line, format_train_line
 from trainer.model import build_model, count_parameters
 from trainer.plots import plot_run
 from trainer.step import SpecialTokens, TrainStep
+from trainer.stopping import StopRequest
 from trainer.tracking import Tracking
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,10 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.last_eval: dict[str, float] = {}
-        self._stop_requested = False
-        signal.signal(signal.SIGTERM, self._request_stop)
+        self._starting = True
+        self.stop = StopRequest(cfg.engine.stop_grace_s)
+        self.stop.install()
+        self.sample_log = SampleLog(self.out, dist.rank) if cfg.log.sample_ids else None
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump(cfg))
@@ -112,14 +116,11 @@ class Trainer:
         self.loader.load_state_dict(state["loader"])
         logger.info("resumed at step %d (epoch %d)", self.step, self.epoch)
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        logger.warning("signal %d: checkpointing at the next log step, then stopping", signum)
-        self._stop_requested = True
-
     # --- loop ------------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
         """Train to the configured end; returns the last retrieval result (empty without an eval split).
-        Raises SystemExit(143) after checkpointing when a stop was requested (SIGTERM)."""
+        Raises SystemExit(ExitCode.STOPPED) after checkpointing when a stop was requested (SIGTERM or
+        the API's cancel); every rank agrees on the stop step with one tiny all-reduce per step."""
         self.engine.train()
         show = self.dist.is_main and self.cfg.log.progress_bar and sys.stderr.isatty()
         with tqdm(total=self.total_steps, initial=self.step, disable=not show, unit="step") as bar:
@@ -137,15 +138,21 @@ class Trainer:
             alpha = distill_alpha(self.step, self.steps_per_epoch, cfg.loss)
             out = self.train_step(batch, self.step, alpha)
             self.step += 1
+            if self.sample_log is not None:
+                self.sample_log.write(self.step, self.epoch, batch["index"].tolist())
             window_steps += 1
             bar.update(1)
             final = self.step == self.total_steps
             if self.step % cfg.log.every_steps == 0 or final:
                 self._log(out, alpha, window_steps, time.perf_counter() - window_start, data_wait)
                 window_start, data_wait, window_steps = time.perf_counter(), 0.0, 0
-                if any_rank(self._stop_requested, self.device):
-                    self._checkpoint()
-                    raise SystemExit(143)
+            if self._starting:  # this process's first step is done (first batches fetched): start-up is over
+                set_collective_timeout(cfg.engine.collective_timeout_s)
+                self._starting = False
+            if any_rank(self.stop.requested, self.device):
+                self.stop.acting()
+                self._checkpoint()
+                raise SystemExit(ExitCode.STOPPED)
             checkpoint = self.step % cfg.checkpoint.every_steps == 0 or final
             evaluate = self.eval_data is not None and (self.step % cfg.eval.every_steps == 0 or final)
             if checkpoint:
@@ -177,11 +184,13 @@ class Trainer:
             logger.info(format_train_line(record))
             self.metrics.write(record)
         if self.control_plane is not None:
-            self.control_plane.heartbeat(
+            cancel = self.control_plane.heartbeat(
                 step=self.step, total_steps=self.total_steps, epoch=self.epoch,
                 samples_per_sec=record["samples_per_sec"],
                 metrics={**losses, **{f"eval/{k}": v for k, v in self.last_eval.items()}},
             )
+            if cancel:
+                self.stop.request("the API asked to cancel the run")
 
     def _checkpoint(self) -> None:
         saved = self.checkpointer.save(self.engine, self.step, self.client_state())
@@ -204,6 +213,8 @@ class Trainer:
         barrier()
 
     def close(self) -> None:
+        if self.sample_log is not None:
+            self.sample_log.close()
         if self.dist.is_main and self.metrics.path.is_file():
             plot_run(self.metrics.path, self.out / "metrics.png", title=self.cfg.name)
         self.checkpointer.sync_outputs()

@@ -54,3 +54,6 @@ class LogConfig(Section):
     """MLflow tracking server (http://host:5000) or store URI; None: MLFLOW_TRACKING_URI, else MLflow's default."""
     experiment: str | None = Field(None, min_length=1)
     """MLflow experiment and W&B project; None: the run's `name`."""
+    sample_ids: bool = False
+    """Write, per step, the sample ids each rank trained on to output_dir/sample_ids/rank{r}.jsonl
+    (one `{"step", "epoch", "ids"}` line per step): the audit that a resumed run trains every sample once."""

@@ -50,6 +50,14 @@ class DataConfig(Section):
     fixed_length: bool = False
     """Pad every caption to max_tokens (static shapes) instead of to the longest in the batch."""
     shuffle: bool = True
+    num_canonical_nodes: int = Field(1, ge=1)
+    """streaming's canonical node count: the data order is a function of it (and the seed, the split and
+    the global batch), never of the physical node count, so 2 nodes x 1 rank train exactly what 1 node
+    x 2 ranks do. Fixed for a run's life (a resume that would change it is refused). It must divide, or
+    be a multiple of, the node count; 1 works with every count. Each node reads a 1/N share of the shards
+    only when it is a multiple of the node count N: for large multi-node runs from object storage set it
+    to a multiple of the largest node count you will run on (64 for up to 64 nodes, powers of two), with
+    splits much larger than it (every canonical node's share is padded to the same size)."""
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")

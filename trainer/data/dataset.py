@@ -55,11 +55,12 @@ class PretrainDataset(StreamingDataset):
         seed: int,
         batch_size: int,
         shuffle: bool,
+        num_canonical_nodes: int = 1,
         cache_limit: str | None = None,
     ) -> None:
         super().__init__(
             local=local, remote=remote, batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed % 2**32,
-            cache_limit=cache_limit,
+            num_canonical_nodes=num_canonical_nodes, cache_limit=cache_limit,
         )
         self.where = remote or local
         check_columns(self, self.where)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.multinode.hosts import Cluster, namespaces_unavailable, sweep
+from tests.trainer.multinode.trainers import CORPUS_ROWS
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +39,13 @@ def make_cluster(namespaces: None, tmp_path: Path) -> Iterator[Callable[..., Clu
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     """Two hosts, node0 (198.18.0.1) and node1 (198.18.0.2), joined by the hub's switch."""
     return make_cluster(2)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic MDS corpus on the shared filesystem: train (CORPUS_ROWS rows) and eval (8 rows)."""
+    from dataprep.synth import write_demo_corpus
+
+    root = tmp_path_factory.mktemp("multinode-corpus")
+    write_demo_corpus(root, n_train=CORPUS_ROWS, n_eval=8, seed=0, size=64)
+    return root
