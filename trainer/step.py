@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from trainer.config import BatchPlan, RunConfig
+from trainer.engine.schedule import momentum_coefficient
 from trainer.model import FeatureQueue, MomentumEncoder, TeacherOutput, mask_tokens, masked_capacity, masked_positions
 
 
@@ -97,7 +98,7 @@ class TrainStep:
         accum = self.plan.accum
         widths = micro_widths(batch["attention_mask"], accum, self.cfg.data.fixed_length)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        self.teacher.update(self.engine.module, self.cfg.model.momentum)
+        self.teacher.update(self.engine.module, momentum_coefficient(step, self.cfg.model))
         sums: dict[str, Tensor] = {}
         features: list[tuple[Tensor, Tensor]] = []
         for j, micro in enumerate(split_micro_batches(batch, accum, widths)):

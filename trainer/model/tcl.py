@@ -38,6 +38,20 @@ class TeacherOutput:
     """(capacity, V) teacher logits at the masked positions, for MLM distillation."""
 
 
+def pool_image(tokens: Tensor, pool: str) -> Tensor:
+    """(B, 1 + N, W) ViT tokens -> (B, W): the CLS token ('token') or the mean of the N patch tokens ('avg')."""
+    return tokens[:, 0] if pool == "token" else tokens[:, 1:].mean(dim=1)
+
+
+def pool_text(hidden: Tensor, attention_mask: Tensor, pool: str) -> Tensor:
+    """(B, L, H) hidden states -> (B, H): [CLS] ('cls') or the mean over the valid tokens ('mean'; [CLS]
+    and [SEP] included, padding excluded)."""
+    if pool == "cls":
+        return hidden[:, 0]
+    weights = attention_mask.to(hidden.dtype)[:, :, None]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
 class DualEncoder(nn.Module):
     """Image encoder + projection and text/fusion BERT + projection: the part that has a momentum copy."""
 
@@ -54,14 +68,18 @@ class DualEncoder(nn.Module):
         return self.vision_proj.weight.dtype
 
     def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 3, H, W) -> all tokens (B, 1 + N, W) and the L2-normalised CLS feature (B, D) in fp32."""
+        """(B, 3, H, W) -> all tokens (B, 1 + N, W) and the L2-normalised image feature (B, D) in fp32
+        (pooled as model.vision.pool says)."""
         tokens = self.visual_encoder.forward_features(image.to(self.dtype))
-        return tokens, F.normalize(self.vision_proj(tokens[:, 0]).float(), dim=-1)
+        pooled = pool_image(tokens, self.cfg.vision.pool)
+        return tokens, F.normalize(self.vision_proj(pooled).float(), dim=-1)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, L) -> hidden states (B, L, H) and the L2-normalised CLS feature (B, D) in fp32."""
+        """(B, L) -> hidden states (B, L, H) and the L2-normalised text feature (B, D) in fp32 (pooled as
+        model.text.pool says)."""
         hidden = self.text.encode_text(input_ids, attention_mask)
-        return hidden, F.normalize(self.text_proj(hidden[:, 0]).float(), dim=-1)
+        pooled = pool_text(hidden, attention_mask, self.cfg.text.pool)
+        return hidden, F.normalize(self.text_proj(pooled).float(), dim=-1)
 
     def compile_blocks(self) -> None:
         """torch.compile every ViT block and BERT layer in place: the parameter names stay, so
