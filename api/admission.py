@@ -1,7 +1,8 @@
 """Admission: a run is accepted only if it could start. POST /v1/runs answers 422 with every reason.
 
 Refused: what the trainer's own start-up checks refuse (`trainer.preflight.preflight`, the same function:
-a split without an MDS index, shards declaring other columns or decoders), s3:// locations outside the
+a global batch the requested ranks cannot compose, a split without an MDS index, shards declaring other
+columns or decoders), s3:// locations outside the
 allowed buckets, and what the chosen launcher cannot host: for the local launcher more ranks than the
 host's cores or more GPUs than it has (or than the configured caps); for Kubernetes the configured
 per-run caps. Without this a run that can never start is launched, fails, and is relaunched.
@@ -76,7 +77,7 @@ def _hosting_problems(resources: Resources, launcher: LauncherName, settings: Se
 def admit(config: RunConfig, resources: Resources, launcher: LauncherName, settings: Settings) -> None:
     """Raise AdmissionError, with one line per reason, when the run could never start."""
     problems = [
-        *preflight(config, read_remote=settings.s3_check_index),
+        *preflight(config, world_size=resources.nodes * resources.procs_per_node, read_remote=settings.s3_check_index),
         *_bucket_problems(config, settings),
         *_hosting_problems(resources, launcher, settings),
     ]

@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_locations(cfg: RunConfig) -> None:
     """Refuse before any process group starts what trainer.preflight refuses (the API runs the same checks)."""
-    problems = preflight(cfg)
+    problems = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     if problems:
         raise ConfigError("\n".join(problems))
 

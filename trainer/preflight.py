@@ -1,11 +1,12 @@
 """What a run needs before anything heavy starts, checked without torch: `trainer/main.py` refuses a run that
 fails it, and the API refuses it with 422 before accepting it (one function, so the two cannot disagree).
 
-Checked: each data split (data.train, data.eval) is an MDS dataset, i.e. has an index.json whose every shard
-declares exactly dataprep's columns and encodings (`dataprep.schema.index_problems`), so no row of a
-dataset with other decoders (`pkl` runs code when decoded) is ever read. Local splits are always checked;
-s3:// splits only with `read_remote` (one GET of index.json through S3_ENDPOINT_URL); without it the
-trainer's loader checks them once streaming has downloaded the index.
+Checked: that data.global_batch_size can be composed on the run's ranks (`resolve_batch`); that each
+data split (data.train, data.eval) is an MDS dataset whose index.json declares, for every shard, exactly
+dataprep's columns and encodings (`dataprep.schema.index_problems`), so no row of a dataset with other
+decoders (`pkl` runs code when decoded) is ever read. Local splits are always checked; s3:// splits only
+with `read_remote` (one GET of index.json through S3_ENDPOINT_URL); without it the trainer's loader checks
+them once streaming has downloaded the index.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 
 from dataprep.schema import INDEX_NAME, index_problems
 from dataprep.storage import is_remote, join, open_store
-from trainer.config import RunConfig
+from trainer.config import ConfigError, RunConfig, resolve_batch
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,15 @@ def split_problems(key: str, location: str, *, read_remote: bool = False) -> lis
     return [f"{key}: {problem}" for problem in index_problems(index)]
 
 
-def preflight(cfg: RunConfig, *, read_remote: bool = False) -> list[str]:
-    """Everything that would make the run fail at start-up, one line each; empty when it can start."""
+def preflight(cfg: RunConfig, *, world_size: int | None = None, read_remote: bool = False) -> list[str]:
+    """Everything that would make the run fail at start-up on world_size ranks, one line each; empty when it
+    can start. Without world_size the batch plan is not checked."""
     problems: list[str] = []
+    if world_size is not None:
+        try:
+            resolve_batch(cfg, world_size)
+        except ConfigError as error:
+            problems.append(str(error))
     for key, location in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
         if location is not None and not location.strip():
             problems.append(f"{key}: an empty location; null (`{key}=` or `{key}=null`) switches a split off")

@@ -93,25 +93,43 @@ def test_an_empty_location_in_a_config_tree_is_refused_with_the_hint(api: ApiSer
                                         "switches a split off"
 
 
-def test_the_local_launcher_refuses_what_this_host_cannot_run(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def deepspeed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """The local launcher as in production: the DeepSpeed launcher starts procs_per_node ranks (none is started
+    here: every request is refused)."""
+    server = _serve(tmp_path_factory.mktemp("admission-deepspeed"), local_runner="deepspeed")
+    yield server
+    server.stop()
+
+
+def test_the_local_launcher_refuses_what_this_host_cannot_run(deepspeed_api: ApiServer) -> None:
     """64 ranks and GPUs that are not there (a host of fewer cores, a host without that many GPUs)."""
-    api = _serve(tmp_path, local_runner="deepspeed")
-    try:
-        data = api.make_dataset("train")
-        cores = len(os.sched_getaffinity(0))
-        status, body = post(api, [f"data.train={data}", "data.eval=null"], resources={"procs_per_node": 64})
-        assert (status, body["detail"]) == (422, "resources: 64 ranks (nodes x procs_per_node), more than the local "
-                                                 f"launcher hosts per run: {cores} (the cores of this host)")
-        gpus = len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
-        status, body = post(api, [f"data.train={data}", "data.eval=null"],
-                            resources={"procs_per_node": gpus + 1, "gpus_per_proc": 1})
-        assert status == 422
-        assert f"resources: {gpus + 1} GPUs (ranks x gpus_per_proc), more than the local launcher hosts per run: " \
-               f"{gpus} (the GPUs of this host)" in body["detail"].splitlines()
-        with api.client() as client:
-            assert client.get("/v1/runs").json()["total"] == 0
-    finally:
-        api.stop()
+    api = deepspeed_api
+    data = api.make_dataset("train")
+    cores = len(os.sched_getaffinity(0))
+    status, body = post(api, [f"data.train={data}", "data.eval=null"], resources={"procs_per_node": 64})
+    assert (status, body["detail"]) == (422, "resources: 64 ranks (nodes x procs_per_node), more than the local "
+                                             f"launcher hosts per run: {cores} (the cores of this host)")
+    gpus = len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+    status, body = post(api, [f"data.train={data}", "data.eval=null"],
+                        resources={"procs_per_node": gpus + 1, "gpus_per_proc": 1})
+    assert status == 422
+    assert f"resources: {gpus + 1} GPUs (ranks x gpus_per_proc), more than the local launcher hosts per run: " \
+           f"{gpus} (the GPUs of this host)" in body["detail"].splitlines()
+    with api.client() as client:
+        assert client.get("/v1/runs").json()["total"] == 0
+
+
+def test_a_global_batch_the_ranks_cannot_compose_is_refused_as_the_trainer_refuses_it(
+        deepspeed_api: ApiServer, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = [f"data.train={deepspeed_api.make_dataset('batch')}", "data.eval=null", "data.batch_size=8",
+                 "data.global_batch_size=24"]
+    status, body = post(deepspeed_api, overrides, resources={"procs_per_node": 2})
+    expected = "data.global_batch_size 24 is not data.batch_size 8 x 2 ranks x a whole number of accumulation steps"
+    assert status == 422 and body["detail"].startswith(expected), body
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what the launcher tells each of the two ranks
+    assert trainer_main(["--config", "tiny", *overrides]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {body['detail']}"
 
 
 def test_s3_splits_are_checked_through_the_endpoint_when_asked(tmp_path: Path) -> None:
