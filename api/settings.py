@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     """A ReadWriteMany PersistentVolumeClaim mounted at kube_output_root (multi-node checkpoints need one)."""
     kube_s3_secret: str | None = None
     """Secret with AWS_* keys and S3_ENDPOINT_URL mounted into training pods."""
+    kube_cpu_per_node: str = "16"
+    """CPU request and limit of each training pod."""
+    kube_memory_per_node: str = "128Gi"
+    """Memory request and limit of each training pod."""
+    kube_cache_size: str = "200Gi"
+    """Size limit of each training pod's shard cache volume."""
     kube_request_timeout_seconds: float = Field(30.0, gt=0)
     """Every Kubernetes API call gives up after this long (a hung API server must not stall supervision)."""
 

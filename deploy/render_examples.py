@@ -30,6 +30,7 @@ def sample_config_yaml() -> str:
     """configs/pretrain_4m.yaml with checkpoints on the shared volume the jobs mount at /runs."""
     tree = yaml.safe_load((ROOT / "configs" / "pretrain_4m.yaml").read_text())
     tree["output_dir"] = "/runs/pretrain-4m"
+    tree.setdefault("engine", {})["collective_timeout_s"] = 600  # a lost node ends the job in 10 min, not 30
     return yaml.safe_dump(tree, sort_keys=False)
 
 
@@ -45,7 +46,8 @@ def sample_spec(flavor: str) -> TrainingJobSpec:
         config_yaml=sample_config_yaml(),
         s3_secret="tcl-s3",
         output_pvc="tcl-runs",
-        env={"NCCL_DEBUG": "WARN"},
+        # Pods have one interface (eth0); on bare hosts name the one that reaches the other nodes.
+        env={"NCCL_DEBUG": "WARN", "NCCL_SOCKET_IFNAME": "eth0", "GLOO_SOCKET_IFNAME": "eth0"},
     )
 
 

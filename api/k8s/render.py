@@ -8,9 +8,8 @@ this module sets itself for the plain indexed Job.
 
 from __future__ import annotations
 
-import logging
 import re
-from posixpath import isabs, normpath
+from posixpath import isabs, normpath, relpath
 from typing import Any, Literal
 
 import yaml
@@ -18,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from api.k8s.template import fill, load_template
 from trainer.config import ConfigError, RunConfig, from_dict
-
-log = logging.getLogger(__name__)
 
 Flavor = Literal["pytorchjob", "trainjob", "indexed-job"]
 
@@ -44,7 +41,7 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _OBJECT_NAME = (_DNS1123_SUBDOMAIN, 253, "a valid Kubernetes object name (a DNS-1123 subdomain)")
 _FORMATS = {  # field -> (pattern, maximum length, what the value must be)
     "name": (_DNS1035, 63, "a DNS-1035 label (lowercase letters, digits and '-', starting with a letter,"
@@ -56,6 +53,9 @@ _FORMATS = {  # field -> (pattern, maximum length, what the value must be)
     "trainjob_runtime": _OBJECT_NAME,
     "run_id": (_LABEL_VALUE, 63, "a valid label value (letters, digits, '-', '_', '.', at most 63 characters)"),
     "shm_size": (_QUANTITY, 64, "a Kubernetes quantity such as '16Gi'"),
+    "cpu_per_node": (_QUANTITY, 64, "a Kubernetes quantity such as '16' or '15500m'"),
+    "memory_per_node": (_QUANTITY, 64, "a Kubernetes quantity such as '128Gi'"),
+    "cache_size": (_QUANTITY, 64, "a Kubernetes quantity such as '200Gi'"),
 }
 
 
@@ -91,11 +91,20 @@ class TrainingJobSpec(BaseModel):
     """Extra environment for the trainer (e.g. NCCL_* settings)."""
     shm_size: str = "16Gi"
     """Size of the in-memory /dev/shm (loader workers and NCCL need more than the container default 64Mi)."""
+    cpu_per_node: str = "16"
+    """CPU request and limit of each training pod (one pod per node)."""
+    memory_per_node: str = "128Gi"
+    """Memory request and limit of each training pod."""
+    cache_size: str = "200Gi"
+    """Size limit of the shard cache volume (data.cache_dir); the kubelet evicts a pod that writes more."""
+    termination_grace_seconds: int = Field(120, ge=1)
+    """The pods' terminationGracePeriodSeconds: time to checkpoint after SIGTERM (a cancel, a deletion)."""
     output_pvc: str | None = None
-    """A ReadWriteMany PersistentVolumeClaim mounted at output_mount; multi-node checkpoints need shared storage.
-    Without one, output_mount is an emptyDir: writable, but gone with the pod."""
+    """A ReadWriteMany PersistentVolumeClaim for the outputs: the pods mount only the run's own folder of it
+    (a subPath: output_dir relative to output_mount). Multi-node checkpoints need it or s3:// output.
+    Without one, a local output_dir is an emptyDir: writable, but gone with the pod."""
     output_mount: str = "/runs"
-    """Where the output volume is mounted; the config's output_dir should lie under it."""
+    """Where the claim's root would be; the config's output_dir lies under it (an s3:// output_dir mounts nothing)."""
     trainjob_runtime: str = "torch-distributed"
     """The ClusterTrainingRuntime a TrainJob uses (Kubeflow Trainer's stock torch runtime)."""
 
@@ -146,14 +155,21 @@ class TrainingJobSpec(BaseModel):
             )
         cfg = run_config(self.config_yaml)
         if not isabs(cfg.data.cache_dir):
-            raise ValueError(f"config data.cache_dir {cfg.data.cache_dir!r} must be absolute: it is mounted as a volume")
+            raise ValueError(f"config data.cache_dir {cfg.data.cache_dir!r} must be absolute: it is mounted"
+                             " as a volume")
         port = cfg.log.metrics_port
         if port is not None and port + self.procs_per_node - 1 > 65535:
             raise ValueError(f"config log.metrics_port {port} + {self.procs_per_node} ranks runs past port 65535")
-        if self.output_pvc is not None and not _is_under(cfg.output_dir, self.output_mount):
+        if self.output_pvc is not None and not _is_s3(cfg.output_dir) and not (
+                _is_under(cfg.output_dir, self.output_mount) and normpath(cfg.output_dir) != self.output_mount):
             raise ValueError(
-                f"config output_dir {cfg.output_dir!r} is not under output_mount {self.output_mount!r},"
-                f" where output_pvc {self.output_pvc!r} is mounted: checkpoints would not reach it"
+                f"config output_dir {cfg.output_dir!r} is not a folder under output_mount {self.output_mount!r},"
+                f" the root of output_pvc {self.output_pvc!r}: a run mounts only its own folder of the claim"
+            )
+        if self.nodes > 1 and self.output_pvc is None and not _is_s3(cfg.output_dir):
+            raise ValueError(
+                f"a {self.nodes}-node job needs shared or object storage for its checkpoints: set output_pvc"
+                f" (a ReadWriteMany claim) or an s3:// output_dir; {cfg.output_dir!r} would be each pod's own emptyDir"
             )
         return self
 
@@ -184,9 +200,6 @@ def run_config(config_yaml: str) -> RunConfig:
 
 def render_training_job(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     """All manifests of the job, in apply order: the config's ConfigMap, the Service (indexed Job), the job."""
-    if spec.nodes > 1 and spec.output_pvc is None:
-        log.warning("job %s spans %d nodes without output_pvc: each node keeps its part of every checkpoint"
-                    " in its own emptyDir", spec.name, spec.nodes)
     params = _params(spec, run_config(spec.config_yaml))
     manifests = [fill(load_template("configmap.yaml"), params)]
     if spec.flavor == "indexed-job":
@@ -218,7 +231,8 @@ def _params(spec: TrainingJobSpec, cfg: RunConfig) -> dict[str, Any]:
         "command": TRAINER_COMMAND,
         "env": _env(spec),
         "ports": _metrics_ports(cfg.log.metrics_port, spec.procs_per_node),
-        "resources": None if spec.cpu_only else {"limits": {GPU_RESOURCE: str(spec.procs_per_node * spec.gpus_per_proc)}},
+        "resources": _resources(spec),
+        "termination_grace": spec.termination_grace_seconds,
         "volumes": volumes,
         "volume_mounts": mounts,
         "pod_security": security["pod"],
@@ -251,7 +265,8 @@ def _env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
         env += [
             {"name": "TCL_API_URL", "value": spec.api_url},
             {"name": "TCL_RUN_ID", "value": spec.run_id},
-            {"name": "TCL_RUN_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec.api_token_secret, "key": "TCL_RUN_TOKEN"}}},
+            {"name": "TCL_RUN_TOKEN",
+             "valueFrom": {"secretKeyRef": {"name": spec.api_token_secret, "key": "TCL_RUN_TOKEN"}}},
         ]
     if spec.s3_secret is not None:
         env += [
@@ -262,23 +277,37 @@ def _env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     return env
 
 
+def _resources(spec: TrainingJobSpec) -> dict[str, Any]:
+    """Requests equal to limits: the scheduler places the pod where all of it fits, and it is not evicted
+    first under memory pressure."""
+    amounts = {"cpu": spec.cpu_per_node, "memory": spec.memory_per_node}
+    if not spec.cpu_only:
+        amounts[GPU_RESOURCE] = str(spec.procs_per_node * spec.gpus_per_proc)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
 def _volumes(spec: TrainingJobSpec, cfg: RunConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The pod's volumes and the container's mounts: config, in-memory /dev/shm, shard cache, outputs."""
+    """The pod's volumes and the container's mounts: config, in-memory /dev/shm, shard cache (both size-limited),
+    and the run's own folder of the output claim (or an emptyDir; nothing for s3:// output)."""
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": f"{spec.name}-config"}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
-        {"name": "data-cache", "emptyDir": {}},
+        {"name": "data-cache", "emptyDir": {"sizeLimit": spec.cache_size}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "data-cache", "mountPath": normpath(cfg.data.cache_dir)},
     ]
+    if _is_s3(cfg.output_dir):
+        return volumes, mounts
     if spec.output_pvc is not None:
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output_pvc}})
+        run_dir = normpath(cfg.output_dir)
+        mounts.append({"name": "output", "mountPath": run_dir, "subPath": relpath(run_dir, spec.output_mount)})
     else:
         volumes.append({"name": "output", "emptyDir": {}})
-    mounts.append({"name": "output", "mountPath": spec.output_mount})
+        mounts.append({"name": "output", "mountPath": spec.output_mount})
     return volumes, mounts
 
 
@@ -287,6 +316,10 @@ def _metrics_ports(base: int | None, ranks: int) -> list[dict[str, Any]] | None:
     if base is None:
         return None
     return [{"name": f"metrics-{rank}", "containerPort": base + rank, "protocol": "TCP"} for rank in range(ranks)]
+
+
+def _is_s3(path: str) -> bool:
+    return path.startswith("s3://")
 
 
 def _is_under(path: str, root: str) -> bool:

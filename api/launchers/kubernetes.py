@@ -71,7 +71,7 @@ class KubernetesLauncher(Launcher):
 
     def __init__(self, api_client: client.ApiClient, *, namespace: str, image: str, flavor: str, api_url: str,
                  output_root: str, output_pvc: str | None = None, s3_secret: str | None = None,
-                 request_timeout: float = 30.0) -> None:
+                 request_timeout: float = 30.0, pod_sizes: dict[str, Any] | None = None) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -83,6 +83,8 @@ class KubernetesLauncher(Launcher):
         self.output_root = output_root.rstrip("/")
         self.output_pvc = output_pvc
         self.s3_secret = s3_secret
+        self.pod_sizes = pod_sizes or {}
+        """TrainingJobSpec fields of every pod: cpu_per_node, memory_per_node, cache_size, termination_grace_seconds."""
         self.timeout = {"_request_timeout": request_timeout}
         """Given to every call: a Kubernetes API that stops answering must not stall the supervisor."""
         self._logs: dict[tuple[str, str], PodLog] = {}
@@ -105,7 +107,10 @@ class KubernetesLauncher(Launcher):
         return cls(client.ApiClient(configuration), namespace=settings.kube_namespace, image=settings.kube_image,
                    flavor=settings.kube_flavor, api_url=settings.pod_trainer_url,
                    output_root=settings.kube_output_root, output_pvc=settings.kube_output_pvc,
-                   s3_secret=settings.kube_s3_secret, request_timeout=settings.kube_request_timeout_seconds)
+                   s3_secret=settings.kube_s3_secret, request_timeout=settings.kube_request_timeout_seconds,
+                   pod_sizes={"cpu_per_node": settings.kube_cpu_per_node,
+                              "memory_per_node": settings.kube_memory_per_node, "cache_size": settings.kube_cache_size,
+                              "termination_grace_seconds": max(1, math.ceil(settings.cancel_grace_seconds))})
 
     def placement(self, run_id: str) -> dict[str, Any]:
         return {"output_dir": f"{self.output_root}/{run_id}"}
@@ -117,7 +122,7 @@ class KubernetesLauncher(Launcher):
             nodes=resources.nodes, procs_per_node=resources.procs_per_node, gpus_per_proc=resources.gpus_per_proc,
             cpu_only=resources.gpus_per_proc == 0, config_yaml=config_yaml, run_id=run_id, api_url=self.api_url,
             api_token_secret=f"{name}-token", s3_secret=self.s3_secret, output_pvc=self.output_pvc,
-            **({"output_mount": self.output_root} if self.output_root.startswith("/") else {}),
+            **({"output_mount": self.output_root} if self.output_root.startswith("/") else {}), **self.pod_sizes,
         )
 
     def check(self, run_id: str, config: RunConfig, resources: Resources) -> None:

@@ -150,14 +150,15 @@ def test_runs_the_renderer_refuses_are_refused_before_launch(fake: FakeKubernete
     launcher.check(RUN_ID, load("tiny", [placed]), Resources(gpus_per_proc=0))  # CPU jobs are fine
     with pytest.raises(ResourceError, match="cache_dir 'cache' must be absolute"):
         launcher.check(RUN_ID, load("tiny", [placed, "data.cache_dir=cache"]), Resources(gpus_per_proc=1))
-    with pytest.raises(ResourceError, match="not under output_mount '/shared/runs'"):
+    with pytest.raises(ResourceError, match="not a folder under output_mount '/shared/runs'"):
         launcher.check(RUN_ID, load("tiny", ["output_dir=/elsewhere"]), Resources(gpus_per_proc=1))
     assert not fake.requests  # nothing was submitted
 
 
 def test_kubernetes_runs_through_the_api(fake: FakeKubernetes, api_factory: ApiFactory, tmp_path: Path) -> None:
     api: ApiServer = api_factory(launchers='["local", "kubernetes"]', kube_config=str(fake.kubeconfig(tmp_path / "kc")),
-                                 kube_namespace="tcl", kube_flavor="pytorchjob", cancel_grace_seconds="1")
+                                 kube_namespace="tcl", kube_flavor="pytorchjob", cancel_grace_seconds="1",
+                                 kube_output_pvc="tcl-runs")
     run = start_run(api, "s3://bucket/train", steps=10, launcher="kubernetes",
                     resources={"nodes": 2, "procs_per_node": 2, "gpus_per_proc": 1})
     assert run["output_dir"] == f"/runs/{run['id']}"

@@ -99,3 +99,18 @@ def render_examples() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def k8s_dir(repo: Path) -> Path:
+    return repo / "deploy" / "k8s"
+
+
+@pytest.fixture(scope="session")
+def objects(k8s_dir: Path, docs_of) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every object of the control-plane files, by (kind, name)."""
+    out = {}
+    for name in ("namespace.yaml", "api.yaml", "storage.yaml", "monitoring.yaml", "secrets.example.yaml"):
+        for doc in docs_of(k8s_dir / name):
+            out[(doc["kind"], doc["metadata"]["name"])] = doc
+    return out

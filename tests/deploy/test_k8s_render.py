@@ -92,7 +92,8 @@ def test_every_flavor_runs_the_config_in_the_same_pod(flavor: str) -> None:
     # /dev/shm in memory at the asked size, shard cache and checkpoint volume where the config points.
     assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}
     assert "emptyDir" in volumes[mounts["/tmp/tcl-mds-cache"]["name"]]
-    assert volumes[mounts["/runs"]["name"]]["persistentVolumeClaim"] == {"claimName": "tcl-runs"}
+    assert volumes[mounts["/runs/r1"]["name"]]["persistentVolumeClaim"] == {"claimName": "tcl-runs"}
+    assert mounts["/runs/r1"]["subPath"] == "r1"  # the run's own folder of the claim, not the others' 
 
     # Control plane and S3 settings come from the Secrets, never as literal values.
     env = env_of(pod["container"])
@@ -119,7 +120,8 @@ def test_pytorchjob_has_one_master_and_the_other_nodes_as_workers() -> None:
     for replica in replicas.values():
         [container] = replica["template"]["spec"]["containers"]
         assert container["name"] == "pytorch"  # the operator injects PET_* only into this container
-        assert container["resources"] == {"limits": {"nvidia.com/gpu": "8"}}  # 4 procs x 2 GPUs
+        sizes = {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"}  # 4 procs x 2 GPUs
+        assert container["resources"] == {"requests": sizes, "limits": sizes}
         assert [p["containerPort"] for p in container["ports"]] == [9400, 9401, 9402, 9403]
         assert [p["name"] for p in container["ports"]] == ["metrics-0", "metrics-1", "metrics-2", "metrics-3"]
 
@@ -131,7 +133,8 @@ def test_trainjob_sizes_the_torch_runtime() -> None:
     job = by_kind(render_training_job(full_spec("trainjob")))["TrainJob"]
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 4)
-    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "8"}}
+    sizes = {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"}
+    assert trainer["resourcesPerNode"] == {"requests": sizes, "limits": sizes}
     assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime", "name": "torch-distributed"}
     assert pod_of(job)["container"]["name"] == "node"  # the container of Trainer's torch runtime
 
@@ -153,14 +156,20 @@ def test_indexed_job_rendezvous_goes_through_pod_zero_of_the_headless_service() 
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
-def test_without_a_claim_outputs_go_to_a_pod_local_volume(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="api.k8s.render"):
-        job = render_training_job(make_spec(flavor="indexed-job", nodes=2))[-1]
+def test_without_a_claim_outputs_go_to_a_pod_local_volume() -> None:
+    job = render_training_job(make_spec(flavor="indexed-job", nodes=1))[-1]
     pod = pod_of(job)
     [mount] = [m for m in pod["container"]["volumeMounts"] if m["mountPath"] == "/runs"]
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
     assert volume == {"name": mount["name"], "emptyDir": {}}  # writable for the non-root trainer, not shared
-    assert "without output_pvc" in caplog.text
+    with pytest.raises(ValidationError, match="2-node job needs shared or object storage"):
+        make_spec(flavor="indexed-job", nodes=2)  # each node would keep its part of every checkpoint
+
+
+def test_s3_output_mounts_no_output_volume_and_needs_no_claim() -> None:
+    s3 = dump(load("tiny", ["output_dir=s3://bucket/runs/r1", "data.cache_dir=/tmp/tcl-mds-cache"]))
+    pod = pod_of(render_training_job(make_spec(flavor="pytorchjob", nodes=2, config_yaml=s3))[-1])
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"config", "dshm", "data-cache"}
 
 
 def test_yaml_output_round_trips() -> None:
@@ -197,10 +206,10 @@ def test_zero_gpus_is_rejected_unless_the_job_is_cpu_only() -> None:
 def test_derived_host_names_must_fit_a_dns_label() -> None:
     # "<name>-worker-<index>": with 11 nodes the last worker is worker-9; 49 + 9 = 58 characters fit ...
     assert len(longest_host_name("a" * 49, "pytorchjob", 11)) == 58
-    make_spec(name="a" * 55, flavor="indexed-job", nodes=100)  # "a"*55 + "-99" = 58
+    make_spec(name="a" * 55, flavor="indexed-job", nodes=100, output_pvc="tcl-runs")  # "a"*55 + "-99" = 58
     # ... and 62 + "-worker-0" = 71 do not.
     with pytest.raises(ValidationError, match="host name 'a{62}-worker-0' has 71 characters"):
-        make_spec(name="a" * 62, flavor="pytorchjob", nodes=2)
+        make_spec(name="a" * 62, flavor="pytorchjob", nodes=2, output_pvc="tcl-runs")
     with pytest.raises(ValidationError, match="-node-0-0"):
         make_spec(name="a" * 60, flavor="trainjob")
 
@@ -220,7 +229,7 @@ def test_derived_host_names_must_fit_a_dns_label() -> None:
         ({"s3_secret": "S3 Secret"}, "not a valid Kubernetes object name"),
         ({"shm_size": "16 GB"}, "not a Kubernetes quantity"),
         ({"output_mount": "runs"}, "must be an absolute path"),
-        ({"output_pvc": "tcl-runs", "output_mount": "/checkpoints"}, "output_dir '/runs/r1' is not under output_mount"),
+        ({"output_pvc": "tcl-runs", "output_mount": "/checkpoints"}, "output_dir '/runs/r1' is not a folder under output_mount"),
         ({"config_yaml": "optim: {lr: fast}"}, "config_yaml: invalid config:\n  optim.lr"),
         ({"config_yaml": "model: {wings: 2}"}, "model.wings: unknown key"),
         ({"config_yaml": "- not a mapping"}, "must be a YAML mapping"),
