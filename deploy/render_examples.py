@@ -20,6 +20,8 @@ from api.k8s import TrainingJobSpec, render_training_job, to_yaml
 ROOT = Path(__file__).resolve().parents[1]
 JOBS_DIR = ROOT / "deploy" / "k8s" / "jobs"
 FLAVORS = ("pytorchjob", "trainjob", "indexed-job")
+ELASTIC = "pytorchjob-elastic"
+"""A PyTorchJob that carries on with 1 of its 2 nodes after a node loss (elasticPolicy)."""
 HEADER = (
     "# Rendered by deploy/render_examples.py from api/k8s/templates/ for a sample run; do not edit by hand.\n"
     "# Apply with `kubectl -n tcl apply -f` after the steps of deploy/README.md; the API renders its own per run.\n"
@@ -35,6 +37,9 @@ def sample_config_yaml() -> str:
 
 
 def sample_spec(flavor: str) -> TrainingJobSpec:
+    if flavor == ELASTIC:
+        return TrainingJobSpec(**{**sample_spec("pytorchjob").model_dump(), "name": "tcl-pretrain-4m-elastic",
+                                  "min_nodes": 1})
     return TrainingJobSpec(
         name="tcl-pretrain-4m",
         namespace="tcl",
@@ -53,7 +58,8 @@ def sample_spec(flavor: str) -> TrainingJobSpec:
 
 def render_examples() -> dict[Path, str]:
     """Each example file's path and the text it should have."""
-    return {JOBS_DIR / f"{flavor}.yaml": HEADER + to_yaml(render_training_job(sample_spec(flavor))) for flavor in FLAVORS}
+    return {JOBS_DIR / f"{flavor}.yaml": HEADER + to_yaml(render_training_job(sample_spec(flavor)))
+            for flavor in (*FLAVORS, ELASTIC)}
 
 
 def main(argv: list[str] | None = None) -> int:

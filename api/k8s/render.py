@@ -105,6 +105,12 @@ class TrainingJobSpec(BaseModel):
     Without one, a local output_dir is an emptyDir: writable, but gone with the pod."""
     output_mount: str = "/runs"
     """Where the claim's root would be; the config's output_dir lies under it (an s3:// output_dir mounts nothing)."""
+    min_nodes: int | None = Field(None, ge=1)
+    """Elastic PyTorchJob: torchrun's rendezvous (c10d) carries on with as few as min_nodes of the `nodes`
+    workers after a node loss, restarting the ranks (at most max_restarts times); `--resume auto` then resumes
+    the checkpoint on the new world size. None: a fixed-size job."""
+    max_restarts: int = Field(3, ge=0)
+    """Elastic restarts before the job fails (elasticPolicy.maxRestarts)."""
     trainjob_runtime: str = "torch-distributed"
     """The ClusterTrainingRuntime a TrainJob uses (Kubeflow Trainer's stock torch runtime)."""
 
@@ -147,7 +153,10 @@ class TrainingJobSpec(BaseModel):
             raise ValueError("run_id, api_url and api_token_secret go together: give all three or none")
         if self.s3_secret is not None and (clash := sorted(set(self.env) & set(S3_SECRET_KEYS))):
             raise ValueError(f"env sets {', '.join(clash)}, which come from s3_secret {self.s3_secret!r}; remove them")
-        host = longest_host_name(self.name, self.flavor, self.nodes)
+        if self.min_nodes is not None and (self.flavor != "pytorchjob" or self.min_nodes > self.nodes):
+            raise ValueError(f"min_nodes {self.min_nodes} needs flavor pytorchjob and at most nodes={self.nodes}"
+                             " (the elastic variant is a PyTorchJob with an elasticPolicy)")
+        host = longest_host_name(self.name, self.flavor, self.nodes, elastic=self.min_nodes is not None)
         if len(host) > 63:
             raise ValueError(
                 f"name {self.name!r} is too long for {self.nodes} nodes as a {self.flavor}: the pod host name"
@@ -174,9 +183,11 @@ class TrainingJobSpec(BaseModel):
         return self
 
 
-def longest_host_name(name: str, flavor: Flavor, nodes: int) -> str:
+def longest_host_name(name: str, flavor: Flavor, nodes: int, elastic: bool = False) -> str:
     """The longest pod host name the operator (or the Job controller) derives from the job's name."""
     last = nodes - 1
+    if flavor == "pytorchjob" and elastic:  # workers only
+        return f"{name}-worker-{last}"
     if flavor == "pytorchjob":
         return f"{name}-worker-{last - 1}" if nodes > 1 else f"{name}-master-0"
     if flavor == "trainjob":
@@ -205,10 +216,22 @@ def render_training_job(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     if spec.flavor == "indexed-job":
         manifests.append(fill(load_template("headless-service.yaml"), params))
     job = fill(load_template(f"{spec.flavor}.yaml"), params)
-    if spec.flavor == "pytorchjob" and spec.nodes == 1:
+    if spec.flavor == "pytorchjob" and spec.min_nodes is not None:
+        _make_elastic(job, spec)
+    elif spec.flavor == "pytorchjob" and spec.nodes == 1:
         del job["spec"]["pytorchReplicaSpecs"]["Worker"]
     manifests.append(job)
     return manifests
+
+
+def _make_elastic(job: dict[str, Any], spec: TrainingJobSpec) -> None:
+    """The elastic PyTorchJob: all nodes are Workers (rendezvous through c10d, no Master), restarted in place."""
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    worker = {**replicas["Master"], "replicas": spec.nodes, "restartPolicy": "OnFailure"}
+    job["spec"]["pytorchReplicaSpecs"] = {"Worker": worker}
+    job["spec"]["runPolicy"]["backoffLimit"] = spec.max_restarts
+    job["spec"]["elasticPolicy"] = {"rdzvBackend": "c10d", "minReplicas": spec.min_nodes, "maxReplicas": spec.nodes,
+                                    "maxRestarts": spec.max_restarts, "nProcPerNode": spec.procs_per_node}
 
 
 def _params(spec: TrainingJobSpec, cfg: RunConfig) -> dict[str, Any]:

@@ -94,3 +94,20 @@ def test_the_shipped_examples_set_the_network_interfaces_and_the_collective_time
                for e in c.get("env", [])} | {e["name"]: e.get("value") for e in
                                               job[-1]["spec"].get("trainer", {}).get("env", [])}
         assert env["GLOO_SOCKET_IFNAME"] == env["NCCL_SOCKET_IFNAME"] == "eth0"
+
+
+def test_the_elastic_variant_is_a_valid_pytorchjob_that_carries_on_with_fewer_nodes(render_examples) -> None:
+    """deploy/k8s/jobs/pytorchjob-elastic.yaml: every node a Worker, c10d rendezvous between 1 and 2 nodes."""
+    manifests = render_training_job(render_examples.sample_spec(render_examples.ELASTIC))
+    for manifest in manifests:
+        validate_manifest(manifest)
+    job = manifests[-1]
+    assert job["spec"]["elasticPolicy"] == {"rdzvBackend": "c10d", "minReplicas": 1, "maxReplicas": 2,
+                                            "maxRestarts": 3, "nProcPerNode": 8}
+    [(role, worker)] = job["spec"]["pytorchReplicaSpecs"].items()
+    assert (role, worker["replicas"], worker["restartPolicy"]) == ("Worker", 2, "OnFailure")
+    [container] = worker["template"]["spec"]["containers"]
+    assert "--resume" in container["command"]  # a restart resumes on the world size it finds
+    for flavor in ("trainjob", "indexed-job"):
+        with pytest.raises(ValueError, match="min_nodes 1 needs flavor pytorchjob"):
+            TrainingJobSpec(**{**spec(flavor, 2).model_dump(), "min_nodes": 1})

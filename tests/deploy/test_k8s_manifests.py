@@ -15,7 +15,7 @@ FLAVORS = ("pytorchjob", "trainjob", "indexed-job")
 
 def test_every_manifest_validates(k8s_dir: Path, docs_of, validate) -> None:
     files = sorted(k8s_dir.rglob("*.yaml"))
-    assert len(files) == 9, files  # 6 files here + 3 rendered jobs
+    assert len(files) == 10, files  # 6 files here + 4 rendered jobs
     for path in files:
         if path.name == "kustomization.yaml":
             continue

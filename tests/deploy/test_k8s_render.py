@@ -181,7 +181,8 @@ def test_yaml_output_round_trips() -> None:
 
 def test_examples_equal_the_reviewed_golden_files(render_examples) -> None:
     examples = render_examples.render_examples()
-    assert sorted(p.name for p in examples) == ["indexed-job.yaml", "pytorchjob.yaml", "trainjob.yaml"]
+    assert sorted(p.name for p in examples) == ["indexed-job.yaml", "pytorchjob-elastic.yaml", "pytorchjob.yaml",
+                                                "trainjob.yaml"]
     for path, text in examples.items():
         assert path.read_text() == text, f"{path} is stale: run python deploy/render_examples.py and review the diff"
 
