@@ -96,12 +96,14 @@ class TwoViewTransform:
         image.draft(None, crop_source_size(full, boxes, self.img_size))
         image = image.convert("RGB")
         sx, sy = image.width / full[0], image.height / full[1]
-        views = []
-        for box, flip in zip(boxes, flips, strict=True):
+        # Flip in PIL and write each view straight into the (V, 3, S, S) output: one copy per view.
+        crops = np.empty((len(boxes), 3, self.img_size, self.img_size), dtype=np.uint8)
+        for view, (box, flip) in enumerate(zip(boxes, flips, strict=True)):
             region = (box.left * sx, box.top * sy, (box.left + box.width) * sx, (box.top + box.height) * sy)
-            pixels = np.asarray(image.resize((self.img_size, self.img_size), Image.Resampling.BICUBIC, box=region))
-            views.append(pixels[:, ::-1] if flip else pixels)
-        crops = np.ascontiguousarray(np.stack(views).transpose(0, 3, 1, 2))
+            pixels = image.resize((self.img_size, self.img_size), Image.Resampling.BICUBIC, box=region)
+            if flip:
+                pixels = pixels.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            crops[view] = np.asarray(pixels).transpose(2, 0, 1)
         return torch.from_numpy(crops), torch.from_numpy(params)
 
 
