@@ -215,12 +215,12 @@ def test_a_launch_whose_handle_write_dies_is_adopted_not_orphaned(pg_store: Stor
                                                                   tmp_path: Path) -> None:
     data = tmp_path / "data" / "slow"
     data.mkdir(parents=True)
-    (data / "behaviour.json").write_text(json.dumps({"step_seconds": 0.2}))
+    (data / "behaviour.json").write_text(json.dumps({"step_seconds": 0.1}))
     settings = Settings(token="t" * 16, runs_root=tmp_path / "runs", workdir=tmp_path, local_runner="python",
                         trainer_script=FAKE_TRAINER, public_url="http://127.0.0.1:9")  # no API: reports are dropped
     launcher = HandleWriteKilled(create_engine(postgres_url), settings.runs_root, tmp_path, "python", FAKE_TRAINER)
     run_id = "a" * 32
-    cfg = load("tiny", ["optim.max_steps=15", "checkpoint.every_steps=100", f"data.train={data}", "data.eval=null",
+    cfg = load("tiny", ["optim.max_steps=60", "checkpoint.every_steps=100", f"data.train={data}", "data.eval=null",
                         f"output_dir={settings.runs_root / run_id / 'output'}"])
     pg_store.create_run(run_id=run_id, name="orphan", launcher="local", resources=Resources().model_dump(),
                         config_yaml=dump(cfg), output_dir=cfg.output_dir, max_attempts=1)
@@ -228,7 +228,8 @@ def test_a_launch_whose_handle_write_dies_is_adopted_not_orphaned(pg_store: Stor
 
     with pytest.raises(OperationalError, match="terminat"):
         supervisor.tick()  # launches, then loses the connection that stores the handle
-    assert launcher.killed == [True] and pg_store.get_run(run_id).handle is None
+    assert wait_for(lambda: launcher.killed, 10, "the fault to report") == [True]  # its thread may finish later
+    assert pg_store.get_run(run_id).handle is None
     pids = wait_for(lambda: {int(p.name): int(p.read_text()) for p in (Path(cfg.output_dir) / "pids").glob("*")},
                     15, "the trainer to run")
     (pgid,) = set(pids.values())
@@ -236,7 +237,7 @@ def test_a_launch_whose_handle_write_dies_is_adopted_not_orphaned(pg_store: Stor
 
     supervisor.tick()  # the next tick (or a restarted API) finds the attempt by what the launch recorded first
     adopted = pg_store.get_run(run_id)
-    assert adopted.state == "STARTING" and json.loads(adopted.handle or "{}")["pid"] == pgid
+    assert adopted.state in {"STARTING", "SUCCEEDED"} and json.loads(adopted.handle or "{}")["pid"] == pgid
 
     def finished() -> str | None:
         supervisor.tick()
@@ -245,4 +246,4 @@ def test_a_launch_whose_handle_write_dies_is_adopted_not_orphaned(pg_store: Stor
 
     assert wait_for(finished, 60, "the adopted attempt to end", interval=0.3) == "SUCCEEDED"
     assert not live_group_members(pgid)
-    assert (Path(cfg.output_dir) / "checkpoints" / "step_000015").is_dir()
+    assert (Path(cfg.output_dir) / "checkpoints" / "step_000060").is_dir()
