@@ -7,9 +7,9 @@ with the same workers, batch and tokenizer; only the image path differs:
 - ours: `TwoViewTransform` (draft decode, RandomResizedCrop, flip; colour and RandAugment are drawn
   here and applied later on the device) and the loader's `Collate` (tokenize, stack uint8 views);
 - official: TCL's pretraining transform re-implemented with torchvision.transforms (RandomResizedCrop
-  256 scale 0.2-1 bicubic, ColorJitter 0.4/0.4/0.4/0.1 p=0.8, grayscale 0.2, blur p=0.5 sigma 0.1-2,
-  flip, RandAugment(2, 7) over TCL's op list, each op p=0.5, ToTensor, normalise), two views drawn
-  independently, the same tokenizer in the collate.
+  256 scale 0.2-1 bicubic, ColorJitter 0.4/0.4/0.4/0.1 p=0.8, grayscale 0.2, blur p=0.5 sigma 0.1-2
+  (PIL's, as the official code), flip, RandAugment(2, 7) over TCL's op list, each op p=0.5, ToTensor,
+  normalise), two views drawn independently, the same tokenizer in the collate.
 Per core = per loader worker (each worker is one process on one core). Figures are relative: run
 the two side by side, on the same machine and load, and read the ratio.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
@@ -100,13 +100,24 @@ class RandomAugment:
         return image  # Identity
 
 
+class GaussianBlur:
+    """The official blur (MoCo v2's): PIL's Gaussian blur with sigma ~ U(low, high). torchvision's GaussianBlur
+    (a 23-tap tensor convolution) would be several times dearer and overstate the official cost."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.low, self.high)))
+
+
 def official_transform(img_size: int) -> T.Compose:
     """TCL's pretrain transform (configs/Pretrain.yaml + dataset/__init__.py), in torchvision ops."""
     return T.Compose([
         T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
-        T.RandomApply([T.GaussianBlur(kernel_size=23, sigma=(0.1, 2.0))], p=0.5),
+        T.RandomApply([GaussianBlur(0.1, 2.0)], p=0.5),
         T.RandomHorizontalFlip(),
         RandomAugment(2, 7),
         T.ToTensor(),
