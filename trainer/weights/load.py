@@ -99,8 +99,9 @@ def _read_tcl(path: Path) -> Checkpoint:
 def _read_step_dir(path: Path) -> Checkpoint:
     """Online weights: fp32, consolidated from every rank's ZeRO partition by DeepSpeed's zero_to_fp32 (the
     module copy in the model states is the working precision, bf16 under bf16 training); the rest from the
-    client state that rank 0 saved."""
-    client = torch.load(path / MODEL_STATES, map_location="cpu", weights_only=False)
+    client state that rank 0 saved (plain data: it loads with weights_only=True; zero_to_fp32 reads the
+    partitions with DeepSpeed's own, unpickling loader, so a step directory is trusted input)."""
+    client = torch.load(path / MODEL_STATES, map_location="cpu", weights_only=True)
     if any(path.glob("*_optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
