@@ -94,7 +94,7 @@ class TwoViewTransform:
         flips = [bool(rng.random() < self.aug.flip_p) for rng in rngs]
         params = np.stack([draw_view_params(rng, self.aug) for rng in rngs])
         image.draft(None, crop_source_size(full, boxes, self.img_size))
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB decode
         sx, sy = image.width / full[0], image.height / full[1]
         # Flip in PIL and write each view straight into the (V, 3, S, S) output: one copy per view.
         crops = np.empty((len(boxes), 3, self.img_size, self.img_size), dtype=np.uint8)

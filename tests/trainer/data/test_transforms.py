@@ -76,3 +76,12 @@ def test_draft_decodes_at_the_smallest_scale_every_crop_allows() -> None:
     image = Image.open(io.BytesIO(data))
     image.draft(None, crop_source_size((1600, 1200), small, 256))
     assert image.size == (1600, 1200)
+
+
+def test_a_grayscale_jpeg_gives_three_equal_channels() -> None:
+    out = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(0, 256, 2, dtype=np.uint8), (96, 1)), "L").save(out, "JPEG", quality=95)
+    images, _ = TwoViewTransform(AugmentConfig(), 64)(out.getvalue(), [sample_rng(0, 0, "g", v) for v in VIEWS])
+    assert images.shape == (2, 3, 64, 64)
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    assert images.float().std() > 10  # the gradient survives, not a constant image
