@@ -100,7 +100,7 @@ class ControlPlane:
         }
         if self._tracking is not None:
             body["tracking"], self._tracking = self._tracking, None
-        reply = self._post("/heartbeat", body, attempts=1)
+        reply = self._call("POST", "/heartbeat", body, attempts=1)
         return reply is not None and reply.get("cancel_requested") is True
 
     def report_tracking(self, locations: Mapping[str, str]) -> None:
@@ -118,13 +118,25 @@ class ControlPlane:
             "uri": uri or Path(path).resolve().as_uri(), "step": step, "metrics": _finite_or_none(metrics),
             "size_bytes": size, "digest": digest,
         }
-        self._post("/checkpoints", body, attempts=3)
+        self._call("POST", "/checkpoints", body, attempts=3)
 
-    def _post(self, path: str, body: dict[str, Any], attempts: int) -> dict[str, Any] | None:
-        """POST JSON; retry network errors and 5xx, give up quietly on 4xx. The reply's JSON object when
-        accepted ({} when the reply is not one), None when not accepted."""
+    def kept_checkpoints(self) -> list[str] | None:
+        """URIs of the checkpoints the registry keeps (pinned, or best by a metric), which pruning must not
+        delete; None when the API gave no answer (then nothing is pruned this time)."""
+        reply = self._call("GET", "/checkpoints/kept", None, attempts=2)
+        uris = reply.get("uris") if reply is not None else None
+        return [u for u in uris if isinstance(u, str)] if isinstance(uris, list) else None
+
+    def report_deleted(self, uris: list[str]) -> None:
+        """Tell the registry which checkpoints pruning deleted, by the URIs they were registered with."""
+        if uris:
+            self._call("POST", "/checkpoints/deleted", {"uris": uris}, attempts=3)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, attempts: int) -> dict[str, Any] | None:
+        """Send JSON (none for a GET); retry network errors and 5xx, give up quietly on 4xx. The reply's JSON
+        object when accepted ({} when the reply is not one), None when not accepted."""
         request = urllib.request.Request(
-            self.base + path, data=json.dumps(body).encode(), method="POST",
+            self.base + path, data=None if body is None else json.dumps(body).encode(), method=method,
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token}"},
         )
         for attempt in range(1, attempts + 1):

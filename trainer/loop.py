@@ -39,7 +39,8 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, dist: DistInfo, *, resume: str | None = None) -> None:
         self.cfg, self.dist = cfg, dist
-        self.checkpointer = Checkpointer(cfg, dist)
+        self.control_plane = ControlPlane.from_env() if dist.is_main else None
+        self.checkpointer = Checkpointer(cfg, dist, registry=self.control_plane)
         self.out = self.checkpointer.run_dir  # output_dir, or the node-local staging folder of s3:// output
         self.resume_plan = self.checkpointer.plan_resume(resume) if resume else None
         if self.resume_plan is not None:  # decided before the engine: an elastic resume changes its config
@@ -80,7 +81,6 @@ class Trainer:
         tracking = Tracking.open(cfg, self.out) if dist.is_main else None
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main, tracking=tracking)
         self.exporter = PrometheusExporter(cfg.log.metrics_port, dist.local_rank, dist.rank)
-        self.control_plane = ControlPlane.from_env() if dist.is_main else None
         if self.control_plane is not None and tracking is not None:
             self.control_plane.report_tracking(tracking.locations)
         self.step = 0

@@ -13,18 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import ApiServer, _kill_leftover_runs, empty_database, start_run, trainer_pids, wait_for
+from tests.api.conftest import ApiServer, start_run, trainer_pids, wait_for
 from trainer.control_plane import checkpoint_digest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path_factory.mktemp("api"), {"TCL_API_DATABASE_URL": empty_database(postgres_url)}).start()
-    yield server
-    server.stop()
-    _kill_leftover_runs(server.root / "runs")
+def api(pg_api: ApiServer) -> ApiServer:
+    return pg_api
 
 
 @pytest.fixture(scope="module")

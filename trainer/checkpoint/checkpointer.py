@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -122,11 +122,24 @@ class ResumePlan:
         return from_dict(merge(cfg.model_dump(mode="json"), update))
 
 
-class Checkpointer:
-    """Saves and resumes a run's checkpoints under <output_dir>/checkpoints/ on its storage layout."""
+class Registry(Protocol):
+    """The control plane's checkpoint registry, as pruning sees it (trainer.control_plane.ControlPlane)."""
 
-    def __init__(self, cfg: RunConfig, dist: DistInfo) -> None:
+    def kept_checkpoints(self) -> list[str] | None:
+        """URIs that must not be pruned (pinned or best); None when the registry did not answer."""
+
+    def report_deleted(self, uris: list[str]) -> None:
+        """The URIs pruning deleted."""
+
+
+class Checkpointer:
+    """Saves and resumes a run's checkpoints under <output_dir>/checkpoints/ on its storage layout.
+    With a registry (rank 0, launched by the API), pruning keeps what the registry keeps and reports what
+    it deleted."""
+
+    def __init__(self, cfg: RunConfig, dist: DistInfo, registry: Registry | None = None) -> None:
         self.dist = dist
+        self.registry = registry
         self.keep_last = cfg.checkpoint.keep_last
         self.mode = storage_mode(cfg)
         if self.mode == "s3":
@@ -226,10 +239,12 @@ class Checkpointer:
             previous = read_pointer(self.root)
             raise CheckpointError(f"checkpoint {self.store.uri(tag)} could not be saved ({'; '.join(errors)});"
                                   f" the previous complete checkpoint {previous or '(none)'} is untouched")
+        protected = self._protected()
         if self.is_writer:
             write_durably(self.root / POINTER, tag)
             self.store.put(self.root / POINTER, POINTER)
-            self._prune(keep=tag)
+            if protected is not None:
+                self._prune(keep=tag, protected=protected)
         self.sync_outputs()
         barrier()
         logger.info("checkpoint %s complete", self.store.uri(tag))
@@ -258,18 +273,36 @@ class Checkpointer:
         problems = _problems(self.store, listing, tag, world_size, self._ranks_here(world_size))
         return f"{self.store.uri(tag)} is incomplete: {'; '.join(problems)}" if problems else None
 
-    def _prune(self, keep: str) -> None:
-        """Keep the newest keep_last complete tags up to `keep`; delete older ones and older partial ones."""
+    def _protected(self) -> set[str] | None:
+        """The tags the registry keeps, asked by rank 0 and shared with every writer (one collective): empty
+        without a registry, None when it did not answer (nothing is pruned then)."""
+        kept: set[str] | None = set()
+        if self.dist.is_main and self.registry is not None:
+            uris = self.registry.kept_checkpoints()
+            kept = None if uris is None else {
+                tag for tag in (u.rstrip("/").rsplit("/", 1)[-1] for u in uris) if self.store.uri(tag) in uris
+            }
+        return _gather(kept)[0]
+
+    def _prune(self, keep: str, protected: set[str]) -> None:
+        """Keep the newest keep_last complete tags up to `keep` and every protected one; delete older complete
+        ones and older partial ones."""
         listing = self.store.list()
         older = [t for t in tags(listing) if (step_of(t) or 0) <= (step_of(keep) or 0)]
         complete = [t for t in older if t == keep or self._parts_complete(t, listing)]
         kept = set(complete[-self.keep_last:])
         oldest_kept = min(kept, key=lambda t: step_of(t) or 0)
+        deleted = []
         for old in older:
-            if old not in kept and (old in complete or (step_of(old) or 0) < (step_of(oldest_kept) or 0)):
+            if old in kept or old in protected:
+                continue
+            if old in complete or (step_of(old) or 0) < (step_of(oldest_kept) or 0):
                 self.store.delete(f"{old}/")
                 if self.mode == "s3":
                     LocalStorage(self.root).delete(old)
+                deleted.append(old)
+        if self.dist.is_main and self.registry is not None:
+            self.registry.report_deleted([self.store.uri(t) for t in deleted if t in complete])
 
     def _parts_complete(self, tag: str, listing: dict[str, int]) -> bool:
         ref = _read_manifest(self.store, listing, tag, self._ranks_here(self.dist.world_size)[0])

@@ -1,5 +1,6 @@
 """A real one-process DeepSpeed run for the checkpoint tests: a ZeRO-2 engine over one linear layer,
-trained on fixed data, saving through the Checkpointer at the steps asked for.
+trained on fixed data, saving through the Checkpointer at the steps asked for (with the control plane's
+registry, as the trainer, when TCL_API_URL / TCL_RUN_ID / TCL_RUN_TOKEN are set).
 
     python -m tests.trainer.checkpoint.worker OUTPUT_DIR --save 1,2 [--resume auto|PATH] [key=value ...]
 
@@ -38,6 +39,7 @@ def main() -> int:
 
     from trainer.checkpoint import Checkpointer
     from trainer.config import load, resolve_batch
+    from trainer.control_plane import ControlPlane
     from trainer.distributed import init_distributed
     from trainer.engine import build_ds_config
 
@@ -45,7 +47,7 @@ def main() -> int:
     cfg = load("tiny", base + args.overrides)
     dist = init_distributed()
     try:
-        checkpointer = Checkpointer(cfg, dist)
+        checkpointer = Checkpointer(cfg, dist, registry=ControlPlane.from_env() if dist.is_main else None)
         plan = checkpointer.plan_resume(args.resume) if args.resume else None
         if plan is not None:
             cfg = plan.adapt(cfg)
