@@ -45,6 +45,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -145,12 +146,13 @@ class Host:
     """One namespace "host": a holder process keeps its network, mount and UTS namespaces alive;
     commands join them with nsenter."""
 
-    def __init__(self, name: str, netns: str, address: str, iface: str, port: str | None, workdir: Path,
+    def __init__(self, name: str, netns: str, address: str, iface: str, port: str | None,
                  hub_netns: str | None, shm_size: str) -> None:
         self.name, self.netns, self.address, self.iface = name, netns, address, iface
         self.port, self.hub_netns = port, hub_netns
-        self.tmpdir = workdir / name / "tmp"
-        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        # Short on purpose: multiprocessing binds AF_UNIX sockets under TMPDIR (at most 107 bytes), which a
+        # folder deep in a test's tmp_path overflows ("AF_UNIX path too long" in the loader workers).
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"tclmn-{name}-"))
         self.shm_size = shm_size
         self.holder: subprocess.Popen | None = None
         self.procs: list[subprocess.Popen] = []
@@ -235,6 +237,7 @@ class Host:
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 class Cluster:
@@ -249,9 +252,9 @@ class Cluster:
             raise ValueError("1..200 hosts")
         tag = f"{_SESSION}-c{next(_clusters)}"
         workdir.mkdir(parents=True, exist_ok=True)
-        hub = Host("hub", f"{tag}-hub", HUB_ADDRESS, "br0", None, workdir, None, shm_size)
+        hub = Host("hub", f"{tag}-hub", HUB_ADDRESS, "br0", None, None, shm_size)
         hosts = [
-            Host(f"node{i}", f"{tag}-n{i}", f"{SUBNET}.{i + 1}", IFACE, f"port{i}", workdir, hub.netns, shm_size)
+            Host(f"node{i}", f"{tag}-n{i}", f"{SUBNET}.{i + 1}", IFACE, f"port{i}", hub.netns, shm_size)
             for i in range(n_hosts)
         ]
         cluster = cls(hosts, hub)
