@@ -153,7 +153,7 @@ def test_s3_splits_are_checked_through_the_endpoint_when_asked(tmp_path: Path) -
 
 
 def test_kubernetes_runs_are_held_to_the_configured_caps(tmp_path: Path) -> None:
-    config = load("tiny", ["data.train=s3://b/train"])
+    config = load("tiny", ["data.train=s3://b/train", "data.eval=null"])
     capped = Settings(token=OPERATOR_TOKEN, run_max_ranks=8, run_max_gpus=4)
     admit(config, Resources(nodes=2, procs_per_node=4), "kubernetes", capped)  # 8 ranks on CPU: fits
     with pytest.raises(AdmissionError) as refused:
