@@ -4,6 +4,7 @@ image as a shard member, and a download killed with SIGKILL must resume to the s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -59,9 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
             state.in_flight[host] += counted
             state.max_in_flight[host] = max(state.max_in_flight[host], state.in_flight[host])
         try:
-            self._answer(host)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout) or we cut the body short on purpose
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up, or a cut body
+                self._answer(host)
         finally:
             with state.lock:
                 state.in_flight[host] -= counted
