@@ -24,6 +24,10 @@ class LossConfig(Section):
     alpha_warmup_epochs: float = Field(1.0, ge=0)
     """alpha ramps linearly from 0 over this many epochs (0 = constant)."""
     mlm_probability: float = Field(0.15, gt=0, lt=1)
+    itm_negative_temp: float | None = Field(None, gt=0)
+    """Temperature of the softmax that draws ITM's hard negatives from the in-batch ITC similarities; None =
+    the learned contrastive temperature (the paper). From scratch, ITC sharpens long before the fusion encoder
+    can tell near-duplicates apart, and ITM stays at its chance value; a higher value draws easier negatives."""
 
     def weights(self) -> dict[str, float]:
         """Term name -> weight, in logging order."""

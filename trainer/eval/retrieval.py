@@ -40,7 +40,7 @@ class EncodedCorpus:
 
 def _itm_scores(model: TCL, text_hidden: Tensor, text_mask: Tensor, image_kv: ImageKV, image_index: Tensor) -> Tensor:
     fused = model.text.fuse(text_hidden, text_mask, image_kv, image_index)
-    return model.itm_head(fused[:, 0]).float()[:, 1]
+    return model.itm_logits(fused, text_mask).float()[:, 1]
 
 
 def _rerank(

@@ -110,6 +110,11 @@ class TCL(DualEncoder):
         t = self.temp
         return t + (t.clamp(self.cfg.temp_min, self.cfg.temp_max) - t).detach()
 
+    def itm_logits(self, fused: Tensor, attention_mask: Tensor) -> Tensor:
+        """(N, L, H) fusion output of N (text, image) pairs -> (N, 2) ITM logits (no match, match), read
+        from the state model.text.fusion_pool names."""
+        return self.itm_head(pool_text(fused, attention_mask, self.cfg.text.fusion_pool))
+
     def forward(
         self,
         image: Tensor,
@@ -149,8 +154,9 @@ class TCL(DualEncoder):
         rows = torch.arange(b, device=image.device)
         if w.itm:
             with torch.no_grad():
+                neg_temp = temp.detach() if w.itm_negative_temp is None else w.itm_negative_temp
                 neg_text, neg_image = sample_hard_negatives(
-                    img @ teacher.text_feat.t() / temp.detach(), txt @ teacher.image_feat.t() / temp.detach()
+                    img @ teacher.text_feat.t() / neg_temp, txt @ teacher.image_feat.t() / neg_temp
                 )
             hidden += [text_hidden, text_hidden, text_hidden.index_select(0, neg_text)]
             masks += [attention_mask, attention_mask, attention_mask.index_select(0, neg_text)]
@@ -162,12 +168,11 @@ class TCL(DualEncoder):
             masks.append(attention_mask)
             image_index.append(rows)
         if hidden:
-            fused = self.text.fuse(
-                torch.cat(hidden), torch.cat(masks), self.text.image_kv(image_tokens), torch.cat(image_index)
-            )
+            fused_mask = torch.cat(masks)
+            fused = self.text.fuse(torch.cat(hidden), fused_mask, self.text.image_kv(image_tokens), torch.cat(image_index))
             if w.itm:
                 labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)]).to(image.device)
-                terms["itm"] = itm_loss(self.itm_head(fused[: 3 * b, 0]), labels)
+                terms["itm"] = itm_loss(self.itm_logits(fused[: 3 * b], fused_mask[: 3 * b]), labels)
             if w.mlm:
                 mlm_fused = fused[-b:].reshape(-1, fused.shape[-1]).index_select(0, mlm_positions)
                 terms["mlm"] = kernels.mlm_head_loss(
