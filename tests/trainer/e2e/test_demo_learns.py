@@ -1,9 +1,11 @@
-"""The demo learns: configs/demo.yaml on the synthetic corpus, 2 CPU ranks under the real launcher,
-ends with held-out retrieval well above chance. (The README states the full demo's figures.)"""
+"""The demo learns: configs/demo.yaml on the synthetic corpus, 2 CPU ranks under the real launcher, ends
+with held-out retrieval far above chance and ITM well below its chance loss. The README states the full
+demo's figures (mean recall 54.8, TR@1 29.5, IR@1 20.7, final ITM 0.21); the floors leave room for noise."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 EPOCHS = 6
 N_EVAL = 200
+ITM_CHANCE = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)
+"""ITM's loss when it predicts only the label prior: one positive for two negatives, ln 3 - 2/3 ln 2 = 0.637."""
 
 
 def chance_recall(k: int, n_images: int) -> float:
@@ -29,14 +33,17 @@ def test_demo_reaches_retrieval_well_above_chance(tmp_path: Path) -> None:
     write_demo_corpus(corpus, n_train=2000, n_eval=N_EVAL, seed=0)
     proc = launch(
         ["--config", "demo", f"output_dir={out}", f"data.train={corpus / 'train'}", f"data.eval={corpus / 'eval'}",
-         f"optim.epochs={EPOCHS}", "eval.every_steps=100000", "checkpoint.every_steps=100000"],
+         f"optim.epochs={EPOCHS}", "eval.every_steps=100000", "checkpoint.every_steps=100000", "log.every_steps=4"],
         tmp_path / "demo.log",
     )
     assert proc.wait(timeout=1100) == 0, (tmp_path / "demo.log").read_text()[-3000:]
-    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    recall = [r for r in evals if r["kind"] == "eval"][-1]["recall"]
-    chance_mean = sum(chance_recall(k, N_EVAL) for k in (1, 5, 10)) / 3
-    assert recall["r_mean"] > 2 * chance_mean, recall
-    for k in (5, 10):
-        assert (recall[f"tr_r{k}"] + recall[f"ir_r{k}"]) / 2 > 2 * chance_recall(k, N_EVAL), recall
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recall = [r for r in records if r["kind"] == "eval"][-1]["recall"]
+    chance_mean = sum(chance_recall(k, N_EVAL) for k in (1, 5, 10)) / 3  # 2.7
+    assert recall["r_mean"] >= 11 * chance_mean and recall["itc_r_mean"] >= 11 * chance_mean, recall
+    for direction in ("tr", "ir"):  # R@1 chance 0.5
+        assert recall[f"{direction}_r1"] >= 20 * chance_recall(1, N_EVAL), recall
+    train = [r for r in records if r["kind"] == "train"]
+    last_third = [r["losses"]["itm"] for r in train if r["step"] > 2 * train[-1]["step"] / 3]
+    assert len(last_third) >= 20 and sum(last_third) / len(last_third) < ITM_CHANCE - 0.15, last_third
     assert (out / "metrics.png").is_file() and (out / "checkpoints" / "latest").is_file()
