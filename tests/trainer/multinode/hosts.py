@@ -114,21 +114,29 @@ def namespaces_unavailable() -> str | None:
     return None
 
 
+def _session_gone(name: str) -> bool:
+    """Whether `name` (a namespace or a host's TMPDIR) belongs to a pytest process that is gone."""
+    match = re.fullmatch(rf"{PREFIX}-(\d+)-.*", name)
+    if match is None or int(match.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        pass
+    return False
+
+
 def sweep() -> list[str]:
-    """Delete the namespaces (and their processes) left by pytest processes that are gone."""
+    """Delete the namespaces (and their processes) and the hosts' TMPDIRs left by pytest processes that are gone."""
     names = [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.strip()]
-    gone = []
-    for name in names:
-        match = re.fullmatch(rf"{PREFIX}-(\d+)-.*", name)
-        if match is None or int(match.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            _delete_netns(name)
-            gone.append(name)
-        except PermissionError:  # alive, someone else's
-            pass
+    gone = [name for name in names if _session_gone(name)]
+    for name in gone:
+        _delete_netns(name)
+    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}-*-tmp-*"):
+        if _session_gone(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
     return gone
 
 
@@ -150,15 +158,17 @@ class Host:
                  hub_netns: str | None, shm_size: str) -> None:
         self.name, self.netns, self.address, self.iface = name, netns, address, iface
         self.port, self.hub_netns = port, hub_netns
-        # Short on purpose: multiprocessing binds AF_UNIX sockets under TMPDIR (at most 107 bytes), which a
-        # folder deep in a test's tmp_path overflows ("AF_UNIX path too long" in the loader workers).
-        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"tclmn-{name}-"))
+        self.tmpdir: Path | None = None
         self.shm_size = shm_size
         self.holder: subprocess.Popen | None = None
         self.procs: list[subprocess.Popen] = []
 
     def start(self, hosts_file: Path) -> None:
-        """Start the holder: a private /dev/shm tmpfs, /etc/hosts naming the cluster, the hostname."""
+        """Start the holder: a private /dev/shm tmpfs, /etc/hosts naming the cluster, the hostname; and the
+        host's TMPDIR (made here, inside the cluster's set-up, so that a failed set-up removes it too)."""
+        # Short on purpose: multiprocessing binds AF_UNIX sockets under TMPDIR (at most 107 bytes), which a
+        # folder deep in a test's tmp_path overflows ("AF_UNIX path too long" in the loader workers).
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.netns}-tmp-"))
         script = (
             f"mount -t tmpfs -o size={self.shm_size},mode=1777 tclmn-shm /dev/shm"
             f" && mount --bind {hosts_file} /etc/hosts && hostname {self.name}"
@@ -178,6 +188,7 @@ class Host:
 
     def env(self) -> dict[str, str]:
         """The base environment of a command on this host."""
+        assert self.tmpdir is not None, "host not started"
         env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
         return env | {
             "TMPDIR": str(self.tmpdir), "GLOO_SOCKET_IFNAME": self.iface, "NCCL_SOCKET_IFNAME": self.iface,
@@ -231,13 +242,16 @@ class Host:
         self._set_port("up")
 
     def close(self) -> None:
-        _kill_netns(self.netns)
-        for proc in [*self.procs, *([self.holder] if self.holder else [])]:
-            proc.wait(timeout=10)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        try:
+            _kill_netns(self.netns)
+            for proc in [*self.procs, *([self.holder] if self.holder else [])]:
+                proc.wait(timeout=10)
+                for stream in (proc.stdout, proc.stderr):
+                    if stream is not None:
+                        stream.close()
+        finally:  # a process that outlived its wait must not keep the folder
+            if self.tmpdir is not None:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 class Cluster:
