@@ -14,6 +14,7 @@ from tests.trainer.model.tcl_testing import BATCH, build_tiny, forward_step, ran
 from trainer.config import LossConfig, ModelConfig
 from trainer.eval.retrieval import _itm_scores
 from trainer.model import tcl
+from trainer.model.bert import ImageKV
 
 
 def fusion_pooled(pool: str) -> ModelConfig:
@@ -21,17 +22,18 @@ def fusion_pooled(pool: str) -> ModelConfig:
     return cfg.model_copy(update={"text": cfg.text.model_copy(update={"fusion_pool": pool})})
 
 
-def fused_pairs(model: tcl.TCL, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    batch = random_batch(model.cfg, seed=seed)
+def encoded(model: tcl.TCL) -> tuple[torch.Tensor, torch.Tensor, ImageKV]:
+    """(text hidden states, attention mask, image keys/values) of a random batch: what fusion reads."""
+    batch = random_batch(model.cfg)
     hidden, _ = model.encode_text(batch.input_ids, batch.attention_mask)
     tokens, _ = model.encode_image(batch.view1)
-    kv = model.text.image_kv(tokens)
-    return model.text.fuse(hidden, batch.attention_mask, kv), batch.attention_mask, kv
+    return hidden, batch.attention_mask, model.text.image_kv(tokens)
 
 
 def test_mean_fusion_pool_reads_the_mean_of_the_valid_fused_tokens() -> None:
     model, _, _ = build_tiny(fusion_pooled("mean"))
-    fused, mask, _ = fused_pairs(model)
+    hidden, mask, kv = encoded(model)
+    fused = model.text.fuse(hidden, mask, kv)
     lengths = mask.sum(1)
     assert lengths.min() < lengths.max(), "the batch must mix lengths for padding to matter"
     want = torch.stack([model.itm_head(fused[r, : int(lengths[r])].mean(0)) for r in range(BATCH)])
@@ -42,7 +44,8 @@ def test_mean_fusion_pool_reads_the_mean_of_the_valid_fused_tokens() -> None:
 
 def test_cls_fusion_pool_is_the_paper_head() -> None:
     model, _, _ = build_tiny(fusion_pooled("cls"))
-    fused, mask, _ = fused_pairs(model)
+    hidden, mask, kv = encoded(model)
+    fused = model.text.fuse(hidden, mask, kv)
     assert torch.equal(model.itm_logits(fused, mask), model.itm_head(fused[:, 0]))
     mean = build_tiny(fusion_pooled("mean"))[0]
     assert model.state_dict().keys() == mean.state_dict().keys()  # same checkpoints under either pool
@@ -52,14 +55,10 @@ def test_cls_fusion_pool_is_the_paper_head() -> None:
 def test_evaluator_scores_pairs_with_the_configured_pool(pool: str) -> None:
     """The re-ranking in retrieval scores a pair with the same head as training: the match logit."""
     model, _, _ = build_tiny(fusion_pooled(pool))
-    batch = random_batch(model.cfg)
-    hidden, _ = model.encode_text(batch.input_ids, batch.attention_mask)
-    tokens, _ = model.encode_image(batch.view1)
-    kv = model.text.image_kv(tokens)
+    hidden, mask, kv = encoded(model)
     index = torch.tensor([1, 0, 3, 2])
-    fused = model.text.fuse(hidden, batch.attention_mask, kv, index)
-    want = model.itm_logits(fused, batch.attention_mask)[:, 1]
-    torch.testing.assert_close(_itm_scores(model, hidden, batch.attention_mask, kv, index), want)
+    want = model.itm_logits(model.text.fuse(hidden, mask, kv, index), mask)[:, 1]
+    torch.testing.assert_close(_itm_scores(model, hidden, mask, kv, index), want)
 
 
 @pytest.mark.parametrize("negative_temp", [None, 0.5])
